@@ -1,0 +1,181 @@
+"""The ``zmqhttp`` command line.
+
+Strategy: one table maps each flag to a :class:`~zmqhttp.config.Config` field,
+its ``ZMQHTTP_*`` environment variable and its help; the options are generated
+from it so flags, variables and the TOML file (``--config``) never disagree.
+Precedence is click's: flag > environment > ``default_map`` (the TOML file) >
+the Config default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import zmq
+
+from zmqhttp import __version__
+from zmqhttp.apps.loader import AppLoadError, load_app
+from zmqhttp.config import Config
+from zmqhttp.observability.logs import configure_logging
+from zmqhttp.server.run import run_server
+from zmqhttp.server.server import Server
+
+__all__ = ["main"]
+
+
+@dataclass(frozen=True)
+class _Flag:
+    field: str
+    type: Any
+    help: str
+    multiple: bool = False
+
+
+_SERVE_FLAGS: list[_Flag] = [
+    _Flag("bind", str, "Address to listen on, tcp://HOST:PORT or HOST:PORT; repeatable. "
+          "[default: tcp://127.0.0.1:8000]", multiple=True),
+    _Flag("interface", click.Choice(["auto", "wsgi"]), "Application interface."),
+    _Flag("threads", click.IntRange(1), "WSGI worker threads."),
+    _Flag("root_path", str, "Mount point of the app (SCRIPT_NAME)."),
+    _Flag("url_scheme", str, "wsgi.url_scheme to report (https behind a TLS proxy)."),
+    _Flag("access_log_format", str, "Access log format, gunicorn atoms."),
+    _Flag("server_header", str, "Server field value; empty for none."),
+    _Flag("limit_connections", click.IntRange(1), "Most open connections; more get 503."),
+    _Flag("limit_request_line", click.IntRange(16), "Longest request-target (414)."),
+    _Flag("limit_request_head", click.IntRange(256), "Largest request head (431)."),
+    _Flag("limit_request_fields", click.IntRange(1), "Most header fields (431)."),
+    _Flag("limit_request_field_size", click.IntRange(16), "Largest header field (431)."),
+    _Flag("limit_request_body", click.IntRange(0), "Largest request body (413)."),
+    _Flag("limit_pipeline", click.IntRange(1024), "Bytes of pipelined requests held."),
+    _Flag("timeout_keep_alive", click.FloatRange(0), "Idle seconds between requests."),
+    _Flag("timeout_request_header", click.FloatRange(0), "Seconds to receive a head (408)."),
+    _Flag("timeout_request_body", click.FloatRange(0), "Seconds between body pieces (408)."),
+    _Flag("timeout_linger", click.FloatRange(0), "Seconds to wait for the client to close."),
+    _Flag("timeout_graceful_shutdown", click.FloatRange(0), "Seconds to finish on SIGTERM."),
+    _Flag("timeout_send", click.FloatRange(0), "Seconds a client may leave data unread."),
+    _Flag("sndhwm", click.IntRange(1), "libzmq outbound messages per connection."),
+    _Flag("rcvhwm", click.IntRange(1), "libzmq inbound messages per connection."),
+    _Flag("body_buffer", click.IntRange(0), "Request body bytes in memory before disk."),
+    _Flag("output_high_water", click.IntRange(1024), "Unsent bytes before the app waits."),
+]
+
+
+def _flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _env_name(field: str) -> str:
+    return "ZMQHTTP_" + field.upper()
+
+
+def _load_toml(ctx: click.Context, _param: click.Parameter, path: str | None) -> str | None:
+    """``--config FILE``: its keys (Config field names, - or _) become defaults."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}") from None
+    data = data.get("zmqhttp", data)
+    known = set(Config.field_names())
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise click.BadParameter(f"unknown setting {key!r} in {path}")
+        defaults[name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return path
+
+
+def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), is_eager=True,
+                     expose_value=False, callback=_load_toml, envvar="ZMQHTTP_CONFIG",
+                     help="TOML file of settings (under [zmqhttp] or top level)."),
+        click.option("--app-dir", envvar="ZMQHTTP_APP_DIR", default=None,
+                     help="Directory to add to sys.path before importing the app."),
+        click.option("--factory", is_flag=True, envvar="ZMQHTTP_FACTORY",
+                     help="Treat MODULE:ATTR as a factory returning the app."),
+        click.option("--log-level", envvar="ZMQHTTP_LOG_LEVEL", default="info",
+                     type=click.Choice(["critical", "error", "warning", "info", "debug"],
+                                       case_sensitive=False), help="Log level."),
+        click.option("--access-log/--no-access-log", envvar="ZMQHTTP_ACCESS_LOG",
+                     default=True, help="One line per request on stdout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for flag in reversed(_SERVE_FLAGS):
+        func = click.option(
+            _flag_name(flag.field),
+            flag.field,
+            type=flag.type,
+            multiple=flag.multiple,
+            envvar=_env_name(flag.field),
+            default=None,
+            help=flag.help,
+        )(func)
+    return _common_options(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zmqhttp")
+def main() -> None:
+    """zmqhttp: HTTP/1.1 for WSGI apps on a ZeroMQ ZMQ_STREAM socket."""
+
+
+@main.command()
+@click.argument("app")
+@_serve_options
+def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_log: bool,
+          **settings: Any) -> None:
+    """Serve the application APP, given as MODULE:ATTR."""
+    values = {k: v for k, v in settings.items() if v is not None and v != ()}
+    if "bind" in values:
+        values["bind"] = list(values["bind"])
+    config = Config(log_level=log_level, access_log=access_log, **values)
+    try:
+        config.binds()
+    except ValueError as exc:
+        _fail(str(exc))
+    configure_logging(log_level, access_log)
+    try:
+        application = load_app(app, app_dir=app_dir, factory=factory)
+    except AppLoadError as exc:
+        _fail(str(exc))
+    _raise_file_limit()
+    server = Server(application, config)
+    try:
+        asyncio.run(run_server(server))
+    except zmq.ZMQError as exc:
+        _fail(f"cannot listen on {', '.join(config.bind)}: {exc}")
+    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
+        sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _raise_file_limit() -> None:
+    """Each connection is a file descriptor: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass

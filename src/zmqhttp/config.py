@@ -1,0 +1,123 @@
+"""One configuration object for the server, with every tunable explained.
+
+Precedence (highest first): command-line flags, ``ZMQHTTP_*`` environment
+variables, a TOML file given with ``--config``, these defaults. The CLI builds
+a :class:`Config`; embedders construct one directly or pass keywords to
+:func:`zmqhttp.serve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from zmqhttp.http.limits import KIB, MIB, Limits
+
+__all__ = ["Config", "parse_bind"]
+
+_DEFAULT_LIMITS = Limits()
+DEFAULT_BIND = "tcp://127.0.0.1:8000"
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT``, ``HOST:PORT`` or ``[V6]:PORT`` -> (host, port).
+
+    Raises:
+        ValueError: not of that form.
+    """
+    text = value.strip()
+    if text.startswith("tcp://"):
+        text = text[len("tcp://") :]
+    elif "://" in text:
+        raise ValueError(f"only tcp:// binds are possible on ZMQ_STREAM, not {value!r}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"bind must be tcp://HOST:PORT or HOST:PORT, not {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if int(port) > 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, int(port)
+
+
+@dataclass
+class Config:
+    """Everything the server can be told. Times are seconds, sizes bytes."""
+
+    #: Where to listen; several allowed. ``HOST:PORT`` or ``tcp://HOST:PORT``.
+    bind: list[str] = field(default_factory=lambda: [DEFAULT_BIND])
+    #: ``auto`` detects WSGI (two positional parameters) from the callable.
+    interface: Literal["auto", "wsgi"] = "auto"
+    #: WSGI worker threads. Apps block (database calls); 10 keeps a few slow
+    #: requests from starving the rest, while bounding memory and GIL churn.
+    threads: int = 10
+    #: Mount point of the app (WSGI ``SCRIPT_NAME``), e.g. behind a proxy prefix.
+    root_path: str = ""
+    #: ``wsgi.url_scheme``; ZMQ_STREAM has no TLS, so ``https`` only behind a proxy.
+    url_scheme: str = "http"
+    log_level: str = "info"
+    access_log: bool = True
+    #: gunicorn's access-log atoms (h l u t r s b f a T D M L m U q H p {x}i {x}o).
+    access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT
+    #: ``Server`` field value; empty sends none.
+    server_header: str = "zmqhttp"
+    date_header: bool = True
+
+    #: Open connections at most; more get 503 and are closed. ``None``: no cap
+    #: (the file-descriptor limit still applies).
+    limit_connections: int | None = None
+    limit_request_line: int = _DEFAULT_LIMITS.max_request_line
+    limit_request_head: int = _DEFAULT_LIMITS.max_head
+    limit_request_fields: int = _DEFAULT_LIMITS.max_fields
+    limit_request_field_size: int = _DEFAULT_LIMITS.max_field_size
+    limit_request_body: int = _DEFAULT_LIMITS.max_body
+    limit_pipeline: int = _DEFAULT_LIMITS.max_pipeline_bytes
+
+    #: Idle time allowed between requests on a kept-alive connection
+    #: (uvicorn: 5 s, nginx: 75 s). Short frees file descriptors sooner.
+    timeout_keep_alive: float = 5.0
+    #: Time from the first byte of a request (or from connecting) to the end of
+    #: its head; the slowloris bound. nginx's client_header_timeout is 60 s.
+    timeout_request_header: float = 10.0
+    #: Longest pause between two pieces of a request body (nginx: 60 s).
+    timeout_request_body: float = 30.0
+    #: After ``Connection: close`` we wait this long for the client to close
+    #: first, so libzmq never drops the tail of the response (libzmq#4763).
+    timeout_linger: float = 2.0
+    #: How long SIGINT/SIGTERM waits for in-flight requests before closing all.
+    timeout_graceful_shutdown: float = 30.0
+    #: A client that acknowledges none of our data for this long is dropped by
+    #: the kernel (ZMQ_TCP_MAXRT); it is the only way out of a full pipe.
+    timeout_send: float = 60.0
+
+    #: libzmq per-connection outbound queue, in messages (each <= 64 KiB):
+    #: 64 bounds a stuck reader at 4 MiB inside libzmq.
+    sndhwm: int = 64
+    #: libzmq per-connection inbound queue, in messages (each <= 8 KiB).
+    rcvhwm: int = 256
+    #: Request body bytes kept in memory per request before spilling to disk.
+    body_buffer: int = 1 * MIB
+    #: Unsent response bytes per connection before the app is made to wait.
+    output_high_water: int = 256 * KIB
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_request_line=self.limit_request_line,
+            max_head=self.limit_request_head,
+            max_fields=self.limit_request_fields,
+            max_field_size=self.limit_request_field_size,
+            max_body=self.limit_request_body,
+            max_pipeline_bytes=self.limit_pipeline,
+        )
+
+    def binds(self) -> list[tuple[str, int]]:
+        return [parse_bind(b) for b in self.bind]
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,94 @@
+"""The one exception hierarchy of zmqhttp.
+
+Strategy: every error that ends up on the wire knows its own status code, so the
+layer that catches it never has to map types to numbers (waitress's and
+wsproto's habit). Errors are raised, never stored in a field for callers to check.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "ContentTooLarge",
+    "FabricError",
+    "HeaderFieldsTooLarge",
+    "LocalProtocolError",
+    "NotImplementedByServer",
+    "ProtocolError",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "URITooLong",
+    "VersionNotSupported",
+    "ZmqHttpError",
+]
+
+
+class ZmqHttpError(Exception):
+    """Base of every error zmqhttp raises on purpose."""
+
+
+class ProtocolError(ZmqHttpError):
+    """The peer broke HTTP; the server answers with :attr:`status` and closes.
+
+    Args:
+        message: what was wrong, for the log and the plain-text error body.
+        status: overrides the class's default status code.
+    """
+
+    status: int = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ProtocolError):
+    status = 400
+
+
+class RequestTimeout(ProtocolError):
+    status = 408
+
+
+class ContentTooLarge(ProtocolError):
+    status = 413
+
+
+class URITooLong(ProtocolError):
+    status = 414
+
+
+class HeaderFieldsTooLarge(ProtocolError):
+    status = 431
+
+
+class NotImplementedByServer(ProtocolError):
+    """501: a method or transfer coding we do not implement (RFC 9110 §15.6.2)."""
+
+    status = 501
+
+
+class ServiceUnavailable(ProtocolError):
+    status = 503
+
+
+class VersionNotSupported(ProtocolError):
+    status = 505
+
+
+class LocalProtocolError(ZmqHttpError):
+    """The application (our side) tried to send something HTTP does not allow.
+
+    Examples: a body longer than its Content-Length, a second response head.
+    The server logs it; if the response has not started the client gets a 500,
+    otherwise the connection is closed because framing cannot be trusted.
+    """
+
+    status: int = 500
+
+
+class FabricError(ZmqHttpError):
+    """Base of errors of the worker fabric (no worker, worker lost, timeout)."""
+
+    status: int = 502

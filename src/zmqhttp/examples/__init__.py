@@ -1,0 +1,1 @@
+"""Sample applications bundled with zmqhttp."""

@@ -1,0 +1,284 @@
+"""Request reader: httptools (llhttp) underneath, events and limits on top.
+
+Strategy: llhttp owns the byte grammar (request line, fields, chunked coding,
+bare CR/LF, obs-fold, duplicate Content-Length, CL with TE: all rejected by it
+in its strict default mode). Its callbacks only append to our own small
+buffers; when a head completes we apply the rules RFC 9110/9112 leave to the
+server (version, Host, transfer codings, limits) and queue a :class:`Request`.
+
+llhttp parses everything it is given, so several pipelined requests in one
+frame become several queued events; the connection above decides when they
+are handed out. An error is queued *after* the events that preceded it, so
+requests received intact before a malformed one are still answered in order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Final
+
+import httptools
+
+from zmqhttp.errors import (
+    BadRequest,
+    ContentTooLarge,
+    HeaderFieldsTooLarge,
+    NotImplementedByServer,
+    ProtocolError,
+    URITooLong,
+    VersionNotSupported,
+)
+from zmqhttp.http.events import Data, EndOfMessage, Headers, Request
+from zmqhttp.http.fields import (
+    connection_tokens,
+    get_header,
+    parse_transfer_coding,
+    split_target,
+    valid_host,
+)
+from zmqhttp.http.limits import Limits
+
+__all__ = ["ParseError", "RequestReader"]
+
+# Largest slice handed to llhttp at once; bounds the events one feed can queue.
+_FEED_SLICE: Final = 64 * 1024
+_FIELD_OVERHEAD: Final = 4  # ": " and CRLF of a field line
+
+
+class ParseError:
+    """A queued protocol error: raised when the reader's consumer reaches it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ProtocolError) -> None:
+        self.error = error
+
+
+QueueItem = Request | Data | EndOfMessage | ParseError
+
+
+class RequestReader:
+    """Turns request bytes into a queue of events, enforcing :class:`Limits`.
+
+    Args:
+        limits: the bounds to enforce.
+        queue: where events (and at most one :class:`ParseError`) go.
+    """
+
+    def __init__(self, limits: Limits, queue: deque[QueueItem]) -> None:
+        self._limits = limits
+        self._queue = queue
+        self._parser: Any = httptools.HttpRequestParser(self)
+        self._broken = False
+        self._in_head = False
+        self._head_raw = 0
+        self._reset_message()
+
+    @property
+    def broken(self) -> bool:
+        """True once an error was queued: no further bytes are parsed."""
+        return self._broken
+
+    @property
+    def in_message(self) -> bool:
+        """True between the first byte of a request and its end."""
+        return self._in_message
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; events and errors are appended to the queue."""
+        for start in range(0, len(data), _FEED_SLICE):
+            if self._broken:
+                return
+            self._feed_slice(data[start : start + _FEED_SLICE])
+
+    def _feed_slice(self, data: bytes) -> None:
+        size = len(data)
+        if self._manual_body:
+            data = self._consume_manual_body(data)
+        while data and not self._broken:
+            try:
+                self._parser.feed_data(data)
+                data = b""
+            except httptools.HttpParserUpgrade as upgrade:
+                # We do not switch protocols (RFC 9110 §7.8 lets a server
+                # ignore Upgrade); llhttp stopped at the end of the head.
+                data = self._consume_manual_body(data[upgrade.args[0] :])
+            except httptools.HttpParserError as exc:
+                self._fail(self._error_from(exc))
+                return
+        if self._in_head and not self._broken:
+            self._head_raw += size
+            self._check_raw_head()
+
+    def _check_raw_head(self) -> None:
+        # Counts bytes that llhttp (and httptools' partial-value buffer) hold
+        # for a head that has not completed: a field that never ends is 431.
+        if self._head_raw + self._head_size > self._limits.max_head:
+            self._fail(HeaderFieldsTooLarge("request head too large"))
+
+    def _fail(self, error: ProtocolError) -> None:
+        self._broken = True
+        self._queue.append(ParseError(error))
+
+    def _error_from(self, exc: Exception) -> ProtocolError:
+        cause = exc.__context__
+        if isinstance(cause, ProtocolError):
+            return cause
+        if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            return BadRequest("invalid or unknown method")
+        return BadRequest(f"malformed request: {exc}")
+
+    def _reset_message(self) -> None:
+        self._in_message = False
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._head_size = 0
+        self._body_received = 0
+        self._manual_body = 0
+
+    def _consume_manual_body(self, data: bytes) -> bytes:
+        """Body bytes of a request whose Upgrade we ignored (llhttp skipped it)."""
+        if not self._manual_body:
+            return data
+        take = data[: self._manual_body]
+        self._manual_body -= len(take)
+        if take:
+            self._queue.append(Data(take))
+        if not self._manual_body:
+            self._in_message = False
+            self._queue.append(EndOfMessage())
+        return data[len(take) :]
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset_message()
+        self._in_message = True
+        self._in_head = True
+        self._head_raw = 0
+
+    def on_url(self, piece: bytes) -> None:
+        self._url.append(piece)
+        self._url_len += len(piece)
+        if self._url_len > self._limits.max_request_line:
+            raise URITooLong("request-target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + _FIELD_OVERHEAD
+        if size > self._limits.max_field_size:
+            raise HeaderFieldsTooLarge("header field too large")
+        self._head_size += size
+        if self._head_size > self._limits.max_head:
+            raise HeaderFieldsTooLarge("request head too large")
+        fields = self._headers if self._in_head else self._trailers
+        if len(self._headers) + len(self._trailers) >= self._limits.max_fields:
+            raise HeaderFieldsTooLarge("too many header fields")
+        fields.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_raw = 0
+        self._queue.append(self._build_request())
+
+    def on_body(self, body: bytes) -> None:
+        self._body_received += len(body)
+        if self._body_received > self._limits.max_body:
+            raise ContentTooLarge("request body too large")
+        self._queue.append(Data(body))
+
+    def on_message_complete(self) -> None:
+        if self._manual_body:
+            return  # llhttp ends an Upgrade request at its head; we read the body
+        self._queue.append(EndOfMessage(self._trailers))
+        self._in_message = False
+
+    # -- the server's rules for a request head -------------------------------
+
+    def _build_request(self) -> Request:
+        parser = self._parser
+        version: str = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise VersionNotSupported(f"HTTP/{version} not supported")
+        method: bytes = parser.get_method()
+        if method == b"CONNECT":
+            raise NotImplementedByServer("CONNECT is not supported")
+        headers = self._headers
+        target = b"".join(self._url)
+        host, path, query = self._resolve_target(method, target, headers, version)
+        content_length, chunked = self._framing(headers, version)
+        if parser.should_upgrade() and (chunked or content_length):
+            if chunked:
+                raise NotImplementedByServer("chunked body with Upgrade not supported")
+            self._manual_body = content_length or 0
+        tokens = connection_tokens(get_header(headers, b"connection"))
+        keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
+        expect = version == "1.1" and any(
+            v.strip(b" \t").lower() == b"100-continue" for v in get_header(headers, b"expect")
+        )
+        has_body = chunked or bool(content_length)
+        return Request(
+            method=method,
+            target=target,
+            path=path,
+            query=query,
+            headers=headers,
+            http_version=version,
+            host=host,
+            content_length=content_length,
+            chunked=chunked,
+            expect_continue=expect and has_body,
+            keep_alive=keep_alive,
+        )
+
+    def _resolve_target(
+        self, method: bytes, target: bytes, headers: Headers, version: str
+    ) -> tuple[bytes, bytes, bytes]:
+        """Return (host, path, query) per RFC 9112 §3.2 and §3.2.2."""
+        hosts = get_header(headers, b"host")
+        if len(hosts) > 1:
+            raise BadRequest("more than one Host field")
+        if not hosts and version == "1.1":
+            raise BadRequest("missing Host field")
+        host = hosts[0].strip(b" \t") if hosts else b""
+        if not valid_host(host):
+            raise BadRequest("invalid Host field")
+        if target.startswith(b"/"):
+            path, query = split_target(target)
+            return host, path, query
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise BadRequest("asterisk-form is only for OPTIONS")
+            return host, b"*", b""
+        return self._absolute_form(target)
+
+    def _absolute_form(self, target: bytes) -> tuple[bytes, bytes, bytes]:
+        # RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise BadRequest("invalid request-target") from None
+        if url.schema not in (b"http", b"https") or not url.host:
+            raise BadRequest("invalid absolute-form request-target")
+        host = b"[" + url.host + b"]" if b":" in url.host else url.host
+        if url.port is not None:
+            host += b":%d" % url.port
+        return host, url.path or b"/", url.query or b""
+
+    def _framing(self, headers: Headers, version: str) -> tuple[int | None, bool]:
+        """Return (content_length, chunked) per RFC 9112 §6."""
+        codings = get_header(headers, b"transfer-encoding")
+        if codings:
+            if version == "1.0":
+                # RFC 9112 §6.1: framing of a 1.0 message with TE is faulty.
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+            parse_transfer_coding(codings)
+            return None, True
+        lengths = get_header(headers, b"content-length")
+        if not lengths:
+            return 0, False
+        length = int(lengths[0])  # llhttp allowed one field of digits only
+        if length > self._limits.max_body:
+            raise ContentTooLarge("declared request body too large")
+        return length, False

@@ -1,0 +1,123 @@
+"""Response serialisation: the status line, fields and body framing.
+
+Strategy: one small writer object per response body, picked once when the head
+is sent (RFC 9112 §6.3 from the sender's side): Content-Length when the length
+is known, chunked for a streamed body to an HTTP/1.1 client, close-delimited
+for an HTTP/1.0 client, nothing for HEAD, 1xx, 204 and 304.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Final
+
+from zmqhttp.errors import LocalProtocolError
+from zmqhttp.http.events import Headers
+
+__all__ = [
+    "BodyWriter",
+    "ChunkedWriter",
+    "CloseDelimitedWriter",
+    "LengthWriter",
+    "NoBodyWriter",
+    "reason_phrase",
+    "render_head",
+]
+
+_REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+_TOKEN: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 §5.5: CR, LF and NUL are never allowed in a field value; letting
+# an application put them there would allow response splitting.
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
+
+
+def reason_phrase(status: int) -> bytes:
+    return _REASONS.get(status, b"")
+
+
+def render_head(status: int, reason: bytes, headers: Headers) -> bytes:
+    """Serialise a response head; always HTTP/1.1 (RFC 9110 §6.2).
+
+    Raises:
+        LocalProtocolError: an invalid status, field name or field value.
+    """
+    if not 100 <= status <= 999:
+        raise LocalProtocolError(f"invalid status code {status}")
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+    for name, value in headers:
+        if _TOKEN.match(name) is None or _BAD_VALUE.search(value) is not None:
+            raise LocalProtocolError(f"invalid response header {name!r}")
+        parts.append(b"%s: %s\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class BodyWriter:
+    """Frames response body bytes; ``end()`` returns the closing bytes."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def end(self) -> bytes:
+        raise NotImplementedError
+
+
+class LengthWriter(BodyWriter):
+    """A body framed by Content-Length: exactly ``length`` bytes."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def write(self, data: bytes) -> bytes:
+        if len(data) > self.remaining:
+            raise LocalProtocolError("response body longer than its Content-Length")
+        self.remaining -= len(data)
+        return data
+
+    def end(self) -> bytes:
+        if self.remaining:
+            raise LocalProtocolError("response body shorter than its Content-Length")
+        return b""
+
+
+class ChunkedWriter(BodyWriter):
+    """RFC 9112 §7.1: chunked coding; an empty write sends nothing (it would end the body)."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    def end(self) -> bytes:
+        return b"0\r\n\r\n"
+
+
+class CloseDelimitedWriter(BodyWriter):
+    """RFC 9112 §6.3 rule 8: the body ends when we close the connection."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        return data
+
+    def end(self) -> bytes:
+        return b""
+
+
+class NoBodyWriter(BodyWriter):
+    """HEAD, 1xx, 204 and 304 responses carry no content (RFC 9110 §6.4.1)."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        return b""
+
+    def end(self) -> bytes:
+        return b""

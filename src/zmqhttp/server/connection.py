@@ -1,0 +1,405 @@
+"""One client connection on the event loop: bytes in, events to the app, bytes out.
+
+Strategy: glue between the transport (routing id, frames), the sans-IO
+:class:`~zmqhttp.http.ServerConnection` and the application adapter. It owns the
+connection's output queue (bounded by the app's :class:`FlowControl`), its one
+deadline (header, body, keep-alive or linger; the server sweeps them) and the
+lingering close after ``Connection: close`` (the client closes first, so libzmq
+never drops the tail of our response).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from zmqhttp.config import Config
+from zmqhttp.errors import (
+    LocalProtocolError,
+    ProtocolError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from zmqhttp.http.connection import ResponseState, ServerConnection
+from zmqhttp.http.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Headers,
+    InformationalResponse,
+    Request,
+    Response,
+)
+from zmqhttp.http.limits import Limits
+from zmqhttp.server.body import ClientDisconnected, RequestBody
+from zmqhttp.server.clock import Clock
+from zmqhttp.server.cycle import AppAdapter, RequestCycle
+from zmqhttp.server.flow import FlowControl
+from zmqhttp.transport.stream import SendResult, StreamTransport
+
+__all__ = ["Connection", "ConnectionOwner", "Deadline"]
+
+log = logging.getLogger("zmqhttp.error")
+
+# Frames queued together are joined into one ZeroMQ message up to this size:
+# fewer messages through the pipe, and SNDHWM x this bounds libzmq's share.
+_JOIN_LIMIT = 64 * 1024
+# A close-delimited body (HTTP/1.0, no length) ends only when we close; give
+# libzmq this long to hand the tail to the kernel first.
+_CLOSE_DELIMITED_DELAY = 0.05
+
+
+class Deadline(enum.Enum):
+    #: Waiting for a request head (slowloris bound).
+    HEADER = "header"
+    #: Waiting for more of a request body.
+    BODY = "body"
+    #: Idle between requests.
+    KEEP_ALIVE = "keep-alive"
+    #: Response sent with Connection: close; waiting for the client to close.
+    LINGER = "linger"
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs from its server."""
+
+    config: Config
+    limits: Limits
+    clock: Clock
+    transport: StreamTransport
+    adapter: AppAdapter
+    server_address: tuple[str, int]
+
+    def date(self) -> bytes: ...
+
+    def schedule_flush(self, conn: Connection) -> None: ...
+
+    def retry_later(self, conn: Connection) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+    def log_access(self, cycle: RequestCycle) -> None: ...
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None: ...
+
+
+class Connection:
+    """The server's state for one routing id."""
+
+    def __init__(self, owner: ConnectionOwner, rid: bytes, peer: str) -> None:
+        self.owner = owner
+        self.rid = rid
+        self.peer = peer
+        config = owner.config
+        self.http = ServerConnection(
+            owner.limits,
+            date=owner.date if config.date_header else (lambda: b""),
+            server_header=config.server_header.encode("latin-1"),
+        )
+        self._out: deque[bytes] = deque()
+        self._out_bytes = 0
+        self.cycle: RequestCycle | None = None
+        self.closed = False
+        self.lingering = False
+        self._close_delimited = False
+        self.deadline: float | None = None
+        self.deadline_kind = Deadline.HEADER
+        self._set_deadline(Deadline.HEADER)
+
+    # -- transport events ---------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.deadline_kind is Deadline.KEEP_ALIVE:
+            self._set_deadline(Deadline.HEADER)  # a new request begins
+        self.http.receive_data(data)
+        if not self.lingering:
+            self._process()
+
+    def connection_lost(self) -> None:
+        """The peer closed (or libzmq dropped it); free everything."""
+        self.http.receive_data(b"")
+        self._teardown(ClientDisconnected("client disconnected"))
+
+    # -- request side -------------------------------------------------------------
+
+    def _process(self) -> None:
+        http = self.http
+        while True:
+            try:
+                event = http.next_event()
+            except ProtocolError as error:
+                self._protocol_error(error)
+                return
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data) and self.cycle is not None
+                self.cycle.body.feed(event.data)
+                if self.deadline_kind is Deadline.BODY:
+                    self._set_deadline(Deadline.BODY)
+            elif kind is Request:
+                assert isinstance(event, Request)
+                self._start_cycle(event)
+            elif kind is EndOfMessage:
+                if self.cycle is not None:
+                    self.cycle.body.feed_eof()
+                self._clear_deadline_if(Deadline.BODY)
+            elif event is NEED_DATA:
+                if http.must_close:
+                    self._close_when_flushed()
+                return
+            elif event is PAUSED:
+                return
+            elif kind is ConnectionClosed:
+                self._teardown(ClientDisconnected("client disconnected"))
+                return
+
+    def _start_cycle(self, request: Request) -> None:
+        owner = self.owner
+        config = owner.config
+        cycle_ref: list[RequestCycle] = []
+
+        def first_read() -> None:  # from the app's thread
+            if request.expect_continue and cycle_ref:
+                self.call_soon_threadsafe(cycle_ref[0].send_continue)
+
+        body = RequestBody(config.body_buffer, first_read)
+        flow = FlowControl(config.output_high_water, config.output_high_water // 4)
+        cycle = RequestCycle(
+            self,
+            request,
+            body,
+            flow,
+            client=(self.peer, 0),
+            server=owner.server_address,
+            scheme=config.url_scheme,
+            root_path=config.root_path,
+            started=owner.clock.wall(),
+            started_mono=owner.clock.monotonic(),
+        )
+        cycle_ref.append(cycle)
+        self.cycle = cycle
+        has_body = request.chunked or bool(request.content_length)
+        if has_body and not request.expect_continue:
+            self._set_deadline(Deadline.BODY)
+        else:
+            self.deadline = None  # the app has the request; it sets the pace
+        owner.adapter.handle(cycle)
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        if error.status >= 500 or error.status == 408:
+            log.info("%s: %s", self.peer, error)
+        else:
+            log.debug("bad request from %s: %s", self.peer, error)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.body.fail(error)
+        if self.http.response_state is ResponseState.IDLE and (
+            cycle is None or not cycle.response_started
+        ):
+            self._queue(self.http.send_error(error))
+            if cycle is not None:
+                cycle.status = error.status
+                self._finish_cycle(cycle)
+            self._close_when_flushed()
+        else:
+            self.abort()
+
+    # -- response side (loop only; called through RequestCycle) --------------------
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        self.owner.call_soon_threadsafe(callback, *args)
+
+    def start_response(self, cycle: RequestCycle, status: int, headers: Headers,
+                       reason: bytes = b"") -> None:
+        if cycle is not self.cycle or self.closed:
+            return  # the client is gone; drop quietly (the app sees disconnected)
+        try:
+            data = self.http.send(Response(status, headers, reason))
+        except LocalProtocolError as error:
+            self._app_error(cycle, error)
+            return
+        cycle.status = status
+        cycle.response_headers = headers
+        self._queue(data)
+
+    def send_data(self, cycle: RequestCycle, data: bytes, reserved: int = 0) -> None:
+        if cycle is not self.cycle or self.closed:
+            cycle.flow.update(reserved, 0)
+            return
+        try:
+            framed = self.http.send(Data(data))
+        except LocalProtocolError as error:
+            self._app_error(cycle, error)
+            return
+        cycle.bytes_sent += len(data)
+        self._queue(framed, reserved)
+
+    def end_response(self, cycle: RequestCycle) -> None:
+        if cycle is not self.cycle or self.closed:
+            return
+        try:
+            tail = self.http.send(EndOfMessage())
+        except LocalProtocolError as error:
+            self._app_error(cycle, error)
+            return
+        self._close_delimited = self.http.close_delimited
+        self._queue(tail)
+        self._finish_cycle(cycle)
+        if self.http.must_close:
+            self._close_when_flushed()
+        else:
+            self._set_deadline(Deadline.KEEP_ALIVE)
+            self._process()  # pipelined requests waiting behind this one
+
+    def respond(self, cycle: RequestCycle, status: int, headers: Headers, body: bytes,
+                reserved: int = 0) -> None:
+        self.start_response(cycle, status, headers)
+        if cycle.response_started:
+            self.send_data(cycle, body, reserved)
+            self.end_response(cycle)
+        else:
+            cycle.flow.update(reserved, 0)
+
+    def send_continue(self, cycle: RequestCycle) -> None:
+        if cycle is not self.cycle or self.closed:
+            return
+        data = self.http.send(InformationalResponse(100))
+        if data:
+            self._queue(data)
+            if not cycle.body.complete:
+                self._set_deadline(Deadline.BODY)
+
+    def abort_cycle(self, cycle: RequestCycle) -> None:
+        if cycle is self.cycle:
+            self.abort()
+
+    def _app_error(self, cycle: RequestCycle, error: LocalProtocolError) -> None:
+        log.error("application error on %s %r: %s", cycle.request.method.decode(),
+                  cycle.request.target, error)
+        self.abort()
+
+    def _finish_cycle(self, cycle: RequestCycle) -> None:
+        cycle.finished = True
+        cycle.flow.close()
+        if not cycle.body.complete:
+            cycle.body.fail(ClientDisconnected("response already complete"))
+        self.cycle = None
+        self.owner.log_access(cycle)
+
+    # -- output -----------------------------------------------------------------
+
+    def _queue(self, data: bytes, reserved: int = 0) -> None:
+        if data:
+            self._out.append(data)
+            self._out_bytes += len(data)
+            self.owner.schedule_flush(self)
+        if reserved and self.cycle is not None:
+            self.cycle.flow.update(reserved, self._out_bytes)
+
+    def flush(self) -> None:
+        """Hand queued output to libzmq until done or its pipe is full."""
+        out = self._out
+        transport = self.owner.transport
+        while out and not self.closed:
+            data = out.popleft()
+            while out and len(data) + len(out[0]) <= _JOIN_LIMIT:
+                data += out.popleft()
+            result = transport.send(self.rid, data)
+            if result is SendResult.FULL:
+                out.appendleft(data)
+                self.owner.retry_later(self)
+                break
+            self._out_bytes -= len(data)
+            if result is SendResult.GONE:
+                self._teardown(ClientDisconnected("client disconnected"))
+                return
+        if self.cycle is not None:
+            self.cycle.flow.update(0, self._out_bytes)
+        if not out and self.lingering and self.deadline_kind is not Deadline.LINGER:
+            self._set_deadline(Deadline.LINGER)
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    # -- closing ----------------------------------------------------------------
+
+    def _close_when_flushed(self) -> None:
+        """Lingering close: stop reading requests; close after the client does."""
+        if self.lingering or self.closed:
+            return
+        self.lingering = True
+        self.deadline = None
+        if not self._out:
+            self._set_deadline(Deadline.LINGER)
+
+    def abort(self) -> None:
+        """Close at once (the response cannot be completed)."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the TCP connection now and forget it."""
+        if self.closed:
+            return
+        self.owner.transport.close_peer(self.rid)
+        self._teardown(ClientDisconnected("connection closed by server"))
+
+    def _teardown(self, reason: ClientDisconnected) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._out.clear()
+        self._out_bytes = 0
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.body.fail(reason)
+            cycle.flow.close()
+            self.cycle = None
+            if cycle.response_started:
+                self.owner.log_access(cycle)
+        self.owner.forget(self)
+
+    def reject_busy(self) -> None:
+        """Answer 503 at once (connection cap, RFC 9110 §15.6.4) and close."""
+        self._queue(self.http.send_error(ServiceUnavailable("too many connections")))
+        self._close_when_flushed()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: no new requests; idle connections close now."""
+        self.http.allow_keep_alive(False)
+        if self.cycle is None and self.http.idle and not self._out:
+            self.close()
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def _set_deadline(self, kind: Deadline) -> None:
+        config = self.owner.config
+        timeout = {
+            Deadline.HEADER: config.timeout_request_header,
+            Deadline.BODY: config.timeout_request_body,
+            Deadline.KEEP_ALIVE: config.timeout_keep_alive,
+            Deadline.LINGER: _CLOSE_DELIMITED_DELAY if self._close_delimited
+            else config.timeout_linger,
+        }[kind]
+        self.deadline_kind = kind
+        self.deadline = self.owner.clock.monotonic() + timeout
+
+    def _clear_deadline_if(self, kind: Deadline) -> None:
+        if self.deadline_kind is kind:
+            self.deadline = None
+
+    def deadline_passed(self) -> None:
+        """Called by the server's sweep when :attr:`deadline` is in the past."""
+        kind = self.deadline_kind
+        self.deadline = None
+        if kind is Deadline.HEADER and not self.http.idle:
+            self._protocol_error(RequestTimeout("request head not received in time"))
+        elif kind is Deadline.BODY and self.cycle is not None:
+            self._protocol_error(RequestTimeout("request body not received in time"))
+        else:
+            self.close()  # idle, keep-alive, draining or lingering: just close

@@ -1,0 +1,131 @@
+"""One request/response exchange, as an application adapter sees it.
+
+Strategy: the adapter (WSGI threads, later ASGI tasks and the fabric) gets a
+:class:`RequestCycle` per request. Its response methods must run on the event
+loop; threads reach them through :meth:`RequestCycle.call_soon_threadsafe`.
+Reading the body is thread-safe (:class:`RequestBody`), and writing is paced
+by :class:`FlowControl`, so no adapter ever touches the socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from zmqhttp.http.events import Headers, Request
+from zmqhttp.server.body import RequestBody
+from zmqhttp.server.flow import FlowControl
+
+if TYPE_CHECKING:
+    from zmqhttp.server.connection import Connection
+
+__all__ = ["AppAdapter", "RequestCycle"]
+
+
+class AppAdapter(Protocol):
+    """What the server needs from an application runner."""
+
+    def handle(self, cycle: RequestCycle) -> None:
+        """Start serving ``cycle``; called on the event loop, must not block."""
+        ...
+
+    def close(self) -> None:
+        """Release threads and resources after the server stopped."""
+        ...
+
+
+class RequestCycle:
+    """A request being answered. Response methods are loop-only.
+
+    Attributes:
+        request: the request head.
+        body: the request body stream (thread-safe reads).
+        flow: pacing for response bytes (thread-safe waits).
+        client: ``(address, port)`` of the peer; port is 0 (ZMQ_STREAM
+            reports only the address).
+        server: ``(host, port)`` the server is bound to.
+        started: wall-clock time the request head arrived.
+    """
+
+    __slots__ = (
+        "_conn",
+        "body",
+        "bytes_sent",
+        "client",
+        "finished",
+        "flow",
+        "request",
+        "response_headers",
+        "root_path",
+        "scheme",
+        "server",
+        "started",
+        "started_mono",
+        "status",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        request: Request,
+        body: RequestBody,
+        flow: FlowControl,
+        *,
+        client: tuple[str, int],
+        server: tuple[str, int],
+        scheme: str,
+        root_path: str,
+        started: float,
+        started_mono: float,
+    ) -> None:
+        self._conn = conn
+        self.request = request
+        self.body = body
+        self.flow = flow
+        self.client = client
+        self.server = server
+        self.scheme = scheme
+        self.root_path = root_path
+        self.started = started
+        self.started_mono = started_mono
+        self.status: int | None = None
+        self.response_headers: Headers = []
+        self.bytes_sent = 0
+        self.finished = False
+
+    @property
+    def response_started(self) -> bool:
+        return self.status is not None
+
+    @property
+    def disconnected(self) -> bool:
+        """True once the client is gone or the connection was closed."""
+        return self._conn.closed
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the event loop, from any thread."""
+        self._conn.call_soon_threadsafe(callback, *args)
+
+    # -- loop side -------------------------------------------------------------
+
+    def start_response(self, status: int, headers: Headers, reason: bytes = b"") -> None:
+        self._conn.start_response(self, status, headers, reason)
+
+    def send_data(self, data: bytes, reserved: int = 0) -> None:
+        """Send body bytes; ``reserved`` is what the producer counted in :attr:`flow`."""
+        self._conn.send_data(self, data, reserved)
+
+    def end_response(self) -> None:
+        self._conn.end_response(self)
+
+    def respond(self, status: int, headers: Headers, body: bytes, reserved: int = 0) -> None:
+        """A whole response at once: head, body and end in one write."""
+        self._conn.respond(self, status, headers, body, reserved)
+
+    def send_continue(self) -> None:
+        """Send ``100 Continue`` if the client waits for it; else nothing."""
+        self._conn.send_continue(self)
+
+    def abort(self) -> None:
+        """The response cannot be completed: close the connection."""
+        self._conn.abort_cycle(self)

@@ -1,0 +1,62 @@
+"""Running a server until a signal: the blocking entry point and the CLI's core.
+
+SIGINT/SIGTERM start a graceful shutdown (in-flight requests finish, idle
+connections close, ``timeout_graceful_shutdown`` bounds it); a second signal
+closes everything at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from zmqhttp.config import Config
+from zmqhttp.server.server import Server
+
+__all__ = ["run_server", "serve"]
+
+log = logging.getLogger("zmqhttp.error")
+
+
+async def run_server(server: Server) -> None:
+    """Start ``server`` and serve until SIGINT/SIGTERM, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(signum: int) -> None:
+        if stopping:
+            log.warning("second %s: closing all connections now", signal.Signals(signum).name)
+            server.close()
+            return
+        log.info("%s: shutting down gracefully", signal.Signals(signum).name)
+        stopping.append(loop.create_task(server.stop()))
+
+    await server.start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await server.wait_closed()
+        for task in stopping:
+            await task
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def serve(app: Any, bind: str | list[str] | None = None, config: Config | None = None,
+          **settings: Any) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM; blocks the calling thread.
+
+    Args:
+        app: a WSGI application.
+        bind: ``HOST:PORT`` or ``tcp://HOST:PORT``, or a list of them.
+        config: base settings; ``settings`` keywords override single fields
+            (any :class:`~zmqhttp.config.Config` field, e.g. ``threads=20``).
+    """
+    config = config or Config()
+    if bind is not None:
+        settings["bind"] = [bind] if isinstance(bind, str) else list(bind)
+    server = Server(app, config.replace(**settings) if settings else config)
+    asyncio.run(run_server(server))

@@ -1,0 +1,321 @@
+"""The server: one ZMQ_STREAM socket on an asyncio loop, a table of connections.
+
+Strategy: the socket's FD is registered with the loop. It is edge-triggered
+(libzmq signals state changes, not levels), so every wake-up drains messages
+with ``NOBLOCK`` until ``Again`` and re-checks ``ZMQ_EVENTS`` after any send,
+exactly as pyzmq's ``zmqstream`` does. Output is queued per connection and
+flushed once per loop iteration, so pipelined responses and many small writes
+leave as few ZeroMQ messages. Deadlines are swept a few times a second instead
+of one timer per connection: thousands of idle connections cost a dict entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from zmqhttp.config import Config
+from zmqhttp.observability.accesslog import AccessLogger
+from zmqhttp.server.clock import Clock, DateCache, SystemClock
+from zmqhttp.server.connection import Connection
+from zmqhttp.server.cycle import AppAdapter, RequestCycle
+from zmqhttp.transport.stream import StreamTransport, format_endpoint
+
+__all__ = ["Server"]
+
+log = logging.getLogger("zmqhttp.error")
+
+# Messages handled per wake-up before yielding to other loop callbacks
+# (thread completions, timers), so a flood on one socket cannot starve them.
+_DRAIN_BUDGET = 512
+# How often deadlines are checked; timeouts fire up to this late.
+_SWEEP_INTERVAL = 0.25
+# Retry delays for output stuck behind a full libzmq pipe (no per-peer POLLOUT).
+_RETRY_FIRST = 0.002
+_RETRY_MAX = 0.05
+# Connections over the cap still get a 503 until this many more are open;
+# past that they are closed without a word.
+_REJECT_HEADROOM = 1024
+
+
+class Server:
+    """An HTTP/1.1 server for one application.
+
+    Args:
+        app: a WSGI application, or anything an ``adapter`` understands.
+        config: settings; keyword ``overrides`` replace single fields.
+        context: a ZeroMQ context to share (a pyzmq program's own); the
+            server creates (and terminates) its own if not given.
+        adapter: how to run ``app``; by default chosen from ``config.interface``.
+        clock: time source, injectable for tests.
+
+    Use ``await server.start()`` then ``await server.stop()`` from asyncio, or
+    ``async with Server(app) as server:``.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        config: Config | None = None,
+        *,
+        context: zmq.Context[Any] | None = None,
+        adapter: AppAdapter | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or Config()
+        self.config = config.replace(**overrides) if overrides else config
+        self.limits = self.config.limits()
+        self.app = app
+        self.clock: Clock = clock or SystemClock()
+        self.date = DateCache(self.clock)
+        self._own_context = context is None
+        self._context = context
+        self._adapter = adapter
+        self._conns: dict[bytes, Connection] = {}
+        self._dirty: dict[Connection, None] = {}
+        self._blocked: dict[Connection, None] = {}
+        self._flush_scheduled = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._retry_delay = _RETRY_FIRST
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: StreamTransport | None = None
+        self._shutting_down = False
+        self._closed: asyncio.Event | None = None
+        self._empty: asyncio.Event | None = None
+        self._access = AccessLogger(self.config.access_log_format, self.config.access_log)
+        self.endpoints: list[str] = []
+        self.server_address: tuple[str, int] = ("", 0)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every configured address and start serving.
+
+        Raises:
+            zmq.ZMQError: a bind failed (address in use, bad address).
+        """
+        from zmqhttp.apps import make_adapter
+
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._closed = asyncio.Event()
+        self._empty = asyncio.Event()
+        config = self.config
+        binds = config.binds()
+        if self._context is None:
+            self._context = zmq.Context()
+        ipv6 = any(":" in host or host in ("*", "::") for host, _ in binds)
+        transport = StreamTransport(
+            self._context,
+            sndhwm=config.sndhwm,
+            rcvhwm=config.rcvhwm,
+            send_timeout=config.timeout_send,
+            ipv6=ipv6,
+        )
+        try:
+            for host, port in binds:
+                host, port = transport.bind(host, port)
+                self.endpoints.append(format_endpoint(host, port))
+        except zmq.ZMQError:
+            transport.close()
+            raise
+        self._transport = transport
+        self.server_address = (binds[0][0], int(self.endpoints[0].rsplit(":", 1)[1]))
+        if self._adapter is None:
+            self._adapter = make_adapter(self.app, config)
+        loop.add_reader(transport.fd, self._on_readable)
+        self._sweep_handle = loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        for endpoint in self.endpoints:
+            log.info("Listening on %s", endpoint)
+        self._on_readable()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Graceful shutdown: finish in-flight requests, close idle connections.
+
+        New connections are closed at once (unbinding would drop the open
+        ones too: libzmq tears down a listener's sessions with it). After
+        ``timeout`` (default ``config.timeout_graceful_shutdown``) whatever
+        is left is closed.
+        """
+        if self._transport is None or self._closed is None or self._empty is None:
+            return
+        if self._shutting_down:
+            await self._closed.wait()
+            return
+        self._shutting_down = True
+        for conn in list(self._conns.values()):
+            conn.shutdown()
+        self._check_empty()
+        limit = self.config.timeout_graceful_shutdown if timeout is None else timeout
+        try:
+            await asyncio.wait_for(self._empty.wait(), limit)
+        except TimeoutError:
+            log.warning("graceful shutdown timed out; closing %d connections", len(self._conns))
+        self._close_now()
+
+    def close(self) -> None:
+        """Stop at once: every connection is closed, in-flight work is abandoned."""
+        self._shutting_down = True
+        self._close_now()
+
+    async def wait_closed(self) -> None:
+        if self._closed is not None:
+            await self._closed.wait()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _close_now(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is None:
+            return
+        for conn in list(self._conns.values()):
+            conn.close()
+        for handle in (self._sweep_handle, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
+        assert self._loop is not None
+        self._loop.remove_reader(transport.fd)
+        transport.close()
+        if self._adapter is not None:
+            self._adapter.close()
+        if self._own_context and self._context is not None:
+            self._context.term()
+        if self._closed is not None:
+            self._closed.set()
+
+    # -- the socket ---------------------------------------------------------------
+
+    @property
+    def transport(self) -> StreamTransport:
+        assert self._transport is not None, "server not started"
+        return self._transport
+
+    @property
+    def adapter(self) -> AppAdapter:
+        assert self._adapter is not None, "server not started"
+        return self._adapter
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    def _on_readable(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        while True:
+            more = transport.drain(self, _DRAIN_BUDGET)
+            self._flush_dirty()
+            if self._blocked:
+                self._retry_blocked()
+            if more:
+                assert self._loop is not None
+                self._loop.call_soon(self._on_readable)
+                return
+            if self._transport is None or not transport.has_input():
+                return
+
+    # StreamHandler: called by transport.drain
+
+    def connection_made(self, rid: bytes, peer: str) -> None:
+        if self._shutting_down:
+            self.transport.close_peer(rid)
+            return
+        conn = Connection(self, rid, peer)
+        self._conns[rid] = conn
+        cap = self.config.limit_connections
+        if cap is not None and len(self._conns) > cap:
+            if len(self._conns) > cap + _REJECT_HEADROOM:
+                conn.close()
+            else:
+                conn.reject_busy()
+
+    def data_received(self, rid: bytes, data: bytes) -> None:
+        conn = self._conns.get(rid)
+        if conn is not None:
+            conn.data_received(data)
+
+    def connection_lost(self, rid: bytes) -> None:
+        conn = self._conns.get(rid)
+        if conn is not None:
+            conn.connection_lost()
+
+    # -- ConnectionOwner ------------------------------------------------------------
+
+    def schedule_flush(self, conn: Connection) -> None:
+        self._dirty[conn] = None
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty:
+            conn.flush()
+        # A send may have consumed the FD's edge: look again (pyzmq zmqstream).
+        transport = self._transport
+        if transport is not None and transport.has_input() and self._loop is not None:
+            self._loop.call_soon(self._on_readable)
+
+    def retry_later(self, conn: Connection) -> None:
+        self._blocked[conn] = None
+        if self._retry_handle is None and self._loop is not None:
+            self._retry_handle = self._loop.call_later(self._retry_delay, self._retry_timer)
+
+    def _retry_timer(self) -> None:
+        self._retry_handle = None
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        self._retry_blocked()
+        if not self._blocked:
+            self._retry_delay = _RETRY_FIRST
+
+    def _retry_blocked(self) -> None:
+        blocked, self._blocked = self._blocked, {}
+        for conn in blocked:
+            if not conn.closed:
+                conn.flush()
+
+    def forget(self, conn: Connection) -> None:
+        if self._conns.get(conn.rid) is conn:
+            del self._conns[conn.rid]
+        self._dirty.pop(conn, None)
+        self._blocked.pop(conn, None)
+        self._check_empty()
+
+    def _check_empty(self) -> None:
+        if self._shutting_down and not self._conns and self._empty is not None:
+            self._empty.set()
+
+    def log_access(self, cycle: RequestCycle) -> None:
+        self._access.log(cycle, self.clock.monotonic())
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback, *args)
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        now = self.clock.monotonic()
+        for conn in list(self._conns.values()):
+            deadline = conn.deadline
+            if deadline is not None and deadline <= now:
+                conn.deadline_passed()
+        self._flush_dirty()
+        if self._transport is not None and self._loop is not None:
+            self._sweep_handle = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)

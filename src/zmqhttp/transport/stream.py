@@ -1,0 +1,192 @@
+"""The ZMQ_STREAM socket: the only code in zmqhttp that touches it.
+
+Strategy: a thin, synchronous wrapper that knows libzmq's rules for raw TCP
+peers and nothing of HTTP. Every inbound message is ``[routing_id, data]``; an
+empty ``data`` is a connect notification for an unknown routing id and a
+disconnect notification for a known one (ZMQ_STREAM_NOTIFY, on by default).
+Closing a peer ourselves (``[routing_id, b""]``) produces no notification, so
+the peer is forgotten here at once.
+
+Every send is ``NOBLOCK``: with libzmq 4.3.5 a blocking send to a peer that has
+just gone never returns. A full per-peer pipe (``SNDHWM``) surfaces as
+:attr:`SendResult.FULL` so the caller keeps its output queued and retries.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from collections import deque
+from typing import Final, Protocol
+
+import zmq
+
+__all__ = ["SendResult", "StreamHandler", "StreamTransport", "format_endpoint"]
+
+# Frames above this size are sent zero-copy: libzmq keeps a reference instead
+# of copying. Below it a copy is cheaper than the bookkeeping (pyzmq's advice).
+_ZERO_COPY_MIN: Final = 64 * 1024
+# How many routing ids we closed ourselves to remember, to drop their stale
+# queued frames instead of taking a late empty frame for a new connection.
+_CLOSED_MEMORY: Final = 4096
+
+
+class SendResult(enum.Enum):
+    #: libzmq took the frame.
+    SENT = "SENT"
+    #: The peer's pipe is at SNDHWM: keep the data and retry later.
+    FULL = "FULL"
+    #: The peer is gone (EHOSTUNREACH): drop its state.
+    GONE = "GONE"
+
+
+class StreamHandler(Protocol):
+    """What the transport calls while draining inbound messages."""
+
+    def connection_made(self, rid: bytes, peer: str) -> None: ...
+
+    def data_received(self, rid: bytes, data: bytes) -> None: ...
+
+    def connection_lost(self, rid: bytes) -> None: ...
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """``tcp://HOST:PORT`` with IPv6 literals in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
+
+
+def _normalise_peer(address: str) -> str:
+    # With ZMQ_IPV6 on, IPv4 peers show as IPv4-mapped IPv6 addresses.
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
+
+
+class StreamTransport:
+    """A bound ZMQ_STREAM socket with non-blocking sends.
+
+    Args:
+        context: the ZeroMQ context to create the socket in.
+        sndhwm: messages queued per peer inside libzmq before sends report FULL.
+        rcvhwm: messages queued per peer inbound before libzmq stops reading it.
+        send_timeout: seconds a peer may leave our data unacknowledged (or its
+            window closed) before the kernel drops it (ZMQ_TCP_MAXRT, i.e.
+            TCP_USER_TIMEOUT). It is the only way to get rid of a peer whose pipe
+            is full, since a close is itself a message on that pipe.
+        ipv6: enable IPv6 (needed for ``[::1]`` and dual-stack ``*`` binds).
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        *,
+        sndhwm: int,
+        rcvhwm: int,
+        send_timeout: float,
+        ipv6: bool,
+    ) -> None:
+        sock = context.socket(zmq.STREAM)
+        sock.setsockopt(zmq.LINGER, 0)  # never hang on close with slow peers
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        sock.setsockopt(zmq.TCP_MAXRT, max(0, int(send_timeout * 1000)))
+        if ipv6:
+            sock.setsockopt(zmq.IPV6, 1)
+        self._sock = sock
+        self._peers: set[bytes] = set()
+        self._closed: set[bytes] = set()
+        self._closed_order: deque[bytes] = deque()
+
+    @property
+    def fd(self) -> int:
+        fd: int = self._sock.getsockopt(zmq.FD)
+        return fd
+
+    @property
+    def peer_count(self) -> int:
+        return len(self._peers)
+
+    def bind(self, host: str, port: int) -> tuple[str, int]:
+        """Bind ``host:port`` (port 0 picks one); return the (host, port) bound.
+
+        Raises:
+            zmq.ZMQError: e.g. EADDRINUSE.
+        """
+        self._sock.bind(format_endpoint(host, port))
+        last = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return host, int(last.rsplit(":", 1)[1])
+
+    def bind_fd(self, fd: int) -> None:
+        """Serve an already listening TCP socket (ZMQ_USE_FD), e.g. SO_REUSEPORT."""
+        self._sock.setsockopt(zmq.USE_FD, fd)
+        self._sock.bind("tcp://0.0.0.0:0")
+
+    def has_input(self) -> bool:
+        """Re-check readiness: the FD is edge-triggered (see pyzmq zmqstream)."""
+        events: int = self._sock.getsockopt(zmq.EVENTS)
+        return bool(events & zmq.POLLIN)
+
+    def drain(self, handler: StreamHandler, budget: int) -> bool:
+        """Dispatch up to ``budget`` inbound messages; True if more may wait."""
+        recv = self._sock.recv
+        peers = self._peers
+        for _ in range(budget):
+            try:
+                rid = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            if rid in peers:
+                data = recv()  # the second frame of a message is already here
+                if data:
+                    handler.data_received(rid, data)
+                else:
+                    peers.discard(rid)
+                    handler.connection_lost(rid)
+            else:
+                self._unknown_peer(handler, rid)
+        return True
+
+    def _unknown_peer(self, handler: StreamHandler, rid: bytes) -> None:
+        frame = self._sock.recv(copy=False)
+        if len(frame) or rid in self._closed:
+            return  # a frame queued before we closed this peer
+        try:
+            peer = _normalise_peer(frame.get("Peer-Address"))
+        except zmq.ZMQError:
+            peer = ""
+        self._peers.add(rid)
+        handler.connection_made(rid, peer)
+
+    def send(self, rid: bytes, data: bytes) -> SendResult:
+        """Queue ``data`` for peer ``rid`` without blocking."""
+        sock = self._sock
+        try:
+            sock.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
+        except zmq.Again:
+            return SendResult.FULL
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self._forget(rid)
+            return SendResult.GONE
+        # Once the routing id is accepted libzmq takes the data frame as is.
+        sock.send(data, zmq.NOBLOCK, copy=len(data) < _ZERO_COPY_MIN)
+        return SendResult.SENT
+
+    def close_peer(self, rid: bytes) -> SendResult:
+        """Close the TCP connection of ``rid``; FULL means try again later."""
+        result = self.send(rid, b"")
+        if result is not SendResult.FULL:
+            self._forget(rid)
+        return result
+
+    def _forget(self, rid: bytes) -> None:
+        if rid in self._peers:
+            self._peers.discard(rid)
+            self._closed.add(rid)
+            self._closed_order.append(rid)
+            if len(self._closed_order) > _CLOSED_MEMORY:
+                self._closed.discard(self._closed_order.popleft())
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
