@@ -1,0 +1,122 @@
+"""Testing helpers, shipped as product (trio's habit).
+
+* :class:`ServerThread` runs a real :class:`~zmqhttp.Server` on a real
+  ZMQ_STREAM socket, bound to a random loopback port, on its own event loop in
+  a background thread, so blocking clients (``http.client``, raw sockets,
+  ``httpx``) can talk to it from a test.
+* :func:`splits` yields a byte string cut in the ways h11 tests its readers:
+  whole, one byte at a time, and at every single position.
+* :class:`~zmqhttp.server.clock.ManualClock` (re-exported) moves only when told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from zmqhttp.config import Config
+from zmqhttp.server.clock import ManualClock
+from zmqhttp.server.server import Server
+
+__all__ = ["ManualClock", "ServerThread", "splits"]
+
+
+def splits(data: bytes) -> Iterator[list[bytes]]:
+    """``data`` whole, byte by byte, and split in two at every position."""
+    yield [data]
+    yield [data[i : i + 1] for i in range(len(data))]
+    for cut in range(1, len(data)):
+        yield [data[:cut], data[cut:]]
+
+
+class ServerThread:
+    """A server on a background thread, for tests and notebooks.
+
+    Args:
+        app: the WSGI application.
+        config: base settings; ``bind`` defaults to a random loopback port.
+        startup_timeout: seconds to wait for the server to listen.
+        **settings: Config fields to override.
+
+    Use as a context manager; :attr:`url` is ``http://127.0.0.1:PORT``.
+    """
+
+    def __init__(self, app: Any, config: Config | None = None, *,
+                 startup_timeout: float = 10.0, **settings: Any) -> None:
+        settings.setdefault("bind", ["tcp://127.0.0.1:0"])
+        settings.setdefault("access_log", False)
+        base = config or Config()
+        self.server = Server(app, base.replace(**settings))
+        self._startup_timeout = startup_timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="zmqhttp-test-server", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server.endpoints[0].rsplit(":", 1)[1])
+
+    @property
+    def host(self) -> str:
+        return self.server.server_address[0]
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(self._startup_timeout):
+            raise TimeoutError("server did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_until_complete(self.server.wait_closed())
+        self._loop.close()
+
+    def call(self, func: Any, *args: Any) -> Any:
+        """Run ``func(*args)`` on the server's loop and return its result."""
+        done = threading.Event()
+        result: list[Any] = []
+
+        def run() -> None:
+            try:
+                result.append(func(*args))
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        if not done.wait(10):
+            raise TimeoutError("server loop did not answer")
+        return result[0] if result else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (in-flight requests finish), bounded by ``timeout``."""
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(timeout), self._loop)
+        self._thread.join(timeout + 5)
+        if self._thread.is_alive():
+            raise TimeoutError("server thread did not stop")
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
