@@ -15,8 +15,10 @@ __all__ = ["AppLoadError", "WSGIAdapter", "detect_interface", "load_app", "make_
 
 def detect_interface(app: Any) -> str:
     """``"asgi"`` for coroutine callables (ASGI 3), else ``"wsgi"``."""
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", app)
-    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+    if inspect.iscoroutinefunction(app):
+        return "asgi"
+    call = getattr(type(app), "__call__", None)  # noqa: B004 - we want the method
+    if call is not None and inspect.iscoroutinefunction(call):
         return "asgi"
     return "wsgi"
 
@@ -27,7 +29,7 @@ def make_adapter(app: Any, config: Config) -> AppAdapter:
     Raises:
         AppLoadError: the app is of an interface this server cannot run.
     """
-    interface = config.interface
+    interface: str = config.interface
     if interface == "auto":
         interface = detect_interface(app)
     if interface == "wsgi":

@@ -39,7 +39,7 @@ from zmqhttp.http.events import (
 )
 from zmqhttp.http.fields import connection_tokens
 from zmqhttp.http.limits import Limits
-from zmqhttp.http.reader import ParseError, QueueItem, RequestReader
+from zmqhttp.http.reader import QueueItem, RequestReader
 from zmqhttp.http.writer import (
     BodyWriter,
     ChunkedWriter,
@@ -116,6 +116,7 @@ class ServerConnection:
         self.request_state = RequestState.IDLE
         self.response_state = ResponseState.IDLE
         self.request: Request | None = None
+        self._writer: BodyWriter = NoBodyWriter()
         self._start_cycle()
 
     # -- state queries ---------------------------------------------------------
@@ -167,10 +168,13 @@ class ServerConnection:
             return
         if self.must_close:
             return  # lingering close: read and drop
-        if self.request_state is RequestState.DONE and not self._overflow:
-            if self._pending_bytes + len(data) > self.limits.max_pipeline_bytes:
-                self._overflow = True  # stop taking requests; see Limits
-                return
+        if (
+            self.request_state is RequestState.DONE
+            and not self._overflow
+            and self._pending_bytes + len(data) > self.limits.max_pipeline_bytes
+        ):
+            self._overflow = True  # stop taking requests; see Limits
+            return
         if self._overflow:
             return
         self._pending.append(data)
@@ -378,6 +382,6 @@ class ServerConnection:
         self._keep_alive = True
         self._sent_continue = False
         self._body_seen = False
-        self._writer: BodyWriter = NoBodyWriter()
+        self._writer = NoBodyWriter()
         #: The current response body ends only when the connection closes.
         self.close_delimited = False

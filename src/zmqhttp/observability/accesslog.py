@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class _Atoms(Mapping[str, str]):
         getter = _ATOMS.get(key)
         if getter is None:
             return "-"
-        return getter(self)
+        return str(getter(self))
 
     def __iter__(self) -> Iterator[str]:
         return iter(_ATOMS)
@@ -72,7 +72,7 @@ def _timestamp(atoms: _Atoms) -> str:
     return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(atoms._cycle.started))
 
 
-_ATOMS = {
+_ATOMS: dict[str, Callable[[_Atoms], str]] = {
     "h": lambda a: a._cycle.client[0] or "-",
     "l": lambda a: "-",
     "u": lambda a: "-",

@@ -75,7 +75,7 @@ class RequestBody:
 
     def _spill(self, data: bytes) -> None:
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="zmqhttp-body-")
+            self._file = tempfile.TemporaryFile(prefix="zmqhttp-body-")  # noqa: SIM115
         self._file.seek(self._file_write)
         self._file.write(data)
         self._file_write += len(data)

@@ -71,9 +71,13 @@ class ConnectionOwner(Protocol):
     config: Config
     limits: Limits
     clock: Clock
-    transport: StreamTransport
-    adapter: AppAdapter
     server_address: tuple[str, int]
+
+    @property
+    def transport(self) -> StreamTransport: ...
+
+    @property
+    def adapter(self) -> AppAdapter: ...
 
     def date(self) -> bytes: ...
 

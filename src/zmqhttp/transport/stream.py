@@ -99,7 +99,8 @@ class StreamTransport:
 
     @property
     def fd(self) -> int:
-        fd: int = self._sock.getsockopt(zmq.FD)
+        fd = self._sock.getsockopt(zmq.FD)
+        assert isinstance(fd, int)
         return fd
 
     @property
@@ -123,7 +124,8 @@ class StreamTransport:
 
     def has_input(self) -> bool:
         """Re-check readiness: the FD is edge-triggered (see pyzmq zmqstream)."""
-        events: int = self._sock.getsockopt(zmq.EVENTS)
+        events = self._sock.getsockopt(zmq.EVENTS)
+        assert isinstance(events, int)
         return bool(events & zmq.POLLIN)
 
     def drain(self, handler: StreamHandler, budget: int) -> bool:
@@ -151,7 +153,7 @@ class StreamTransport:
         if len(frame) or rid in self._closed:
             return  # a frame queued before we closed this peer
         try:
-            peer = _normalise_peer(frame.get("Peer-Address"))
+            peer = _normalise_peer(str(frame.get("Peer-Address")))
         except zmq.ZMQError:
             peer = ""
         self._peers.add(rid)
