@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import sys
 import tomllib
@@ -159,11 +160,17 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
     _raise_file_limit()
     server = Server(application, config)
     try:
-        asyncio.run(run_server(server))
+        forced = asyncio.run(run_server(server))
     except zmq.ZMQError as exc:
         _fail(f"cannot listen on {', '.join(config.bind)}: {exc}")
     except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
         sys.exit(130)
+    if forced:
+        # Application threads still busy would keep the interpreter alive at
+        # exit (thread pools are joined then): a forced stop must not wait.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _fail(message: str) -> None:

@@ -102,6 +102,10 @@ class Config:
     #: Unsent response bytes per connection before the app is made to wait.
     output_high_water: int = 256 * KIB
 
+    def __post_init__(self) -> None:
+        if isinstance(self.bind, str):  # Server(app, bind="127.0.0.1:8000")
+            self.bind = [self.bind]
+
     def limits(self) -> Limits:
         return Limits(
             max_request_line=self.limit_request_line,

@@ -62,7 +62,9 @@ class ServerThread:
 
     @property
     def host(self) -> str:
-        return self.server.server_address[0]
+        """The bound host; wildcard binds report the matching loopback address."""
+        host = self.server.server_address[0]
+        return {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
     @property
     def url(self) -> str:
@@ -109,8 +111,10 @@ class ServerThread:
         """Graceful stop (in-flight requests finish), bounded by ``timeout``."""
         if not self._thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self.server.stop(timeout), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.server.stop(timeout), self._loop)
         self._thread.join(timeout + 5)
+        if future.done() and future.exception() is not None:
+            raise RuntimeError("server.stop() failed") from future.exception()
         if self._thread.is_alive():
             raise TimeoutError("server thread did not stop")
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 from zmqhttp.config import Config
-from zmqhttp.errors import LocalProtocolError
+from zmqhttp.errors import LocalProtocolError, ProtocolError
 from zmqhttp.http.events import Headers
 from zmqhttp.server.body import ClientDisconnected, RequestBody
 from zmqhttp.server.cycle import RequestCycle
@@ -223,7 +223,11 @@ class _Responder:
         """Head, body and end in one hand-off, with a Content-Length if missing."""
         assert self.status is not None
         headers = self.headers
-        if not any(name.lower() == b"content-length" for name, _ in headers):
+        # 204 and 304 have no content; a computed "Content-Length: 0" would
+        # misstate the representation's length (RFC 9110 §8.6, §15.4.5).
+        if self.status not in (204, 304) and not any(
+            name.lower() == b"content-length" for name, _ in headers
+        ):
             headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         self.head_sent = True
         cycle = self.cycle
@@ -285,6 +289,10 @@ class WSGIAdapter:
                     close()
         except ClientDisconnected:
             log.debug("client went away during %r", cycle.request.target)
+        except ProtocolError as exc:
+            # Raised by wsgi.input: the client's fault (408, 413, bad chunk),
+            # already answered by the server; not an application error.
+            log.debug("request %r failed: %s", cycle.request.target, exc)
         except BaseException as exc:
             self._failed(cycle, responder, exc)
 

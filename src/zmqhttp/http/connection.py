@@ -39,7 +39,7 @@ from zmqhttp.http.events import (
 )
 from zmqhttp.http.fields import connection_tokens
 from zmqhttp.http.limits import Limits
-from zmqhttp.http.reader import QueueItem, RequestReader
+from zmqhttp.http.reader import ParseError, QueueItem, RequestReader
 from zmqhttp.http.writer import (
     BodyWriter,
     ChunkedWriter,
@@ -166,16 +166,15 @@ class ServerConnection:
         if not data:
             self._eof = True
             return
-        if self.must_close:
-            return  # lingering close: read and drop
+        if self.must_close or self._overflow:
+            return  # lingering close, or no more requests taken: read and drop
         if (
             self.request_state is RequestState.DONE
-            and not self._overflow
             and self._pending_bytes + len(data) > self.limits.max_pipeline_bytes
         ):
-            self._overflow = True  # stop taking requests; see Limits
-            return
-        if self._overflow:
+            # Stop taking requests (see Limits); the complete ones held are
+            # answered, the last of them with Connection: close.
+            self._overflow = True
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
@@ -193,6 +192,11 @@ class ServerConnection:
                 return PAUSED
             if state is RequestState.MUST_CLOSE or state is RequestState.CLOSED:
                 return ConnectionClosed() if self._eof else NEED_DATA
+            if self._overflow and state is RequestState.IDLE and not self._complete_held():
+                # Nothing complete is left and the rest was dropped: the next
+                # request could never end, so none is handed out.
+                self.request_state = RequestState.MUST_CLOSE
+                continue
             if self._queue:
                 event = self._take(self._queue.popleft())
                 if event is not None:
@@ -209,6 +213,14 @@ class ServerConnection:
             if self._overflow:
                 self.request_state = RequestState.MUST_CLOSE
             return NEED_DATA
+
+    def _complete_held(self) -> int:
+        """Parse every held byte; count the messages that ended (or failed) in the queue."""
+        while self._pending:
+            data = self._pending.popleft()
+            self._pending_bytes -= len(data)
+            self._reader.feed(data)
+        return sum(isinstance(item, EndOfMessage | ParseError) for item in self._queue)
 
     def _take(self, item: QueueItem) -> Event | None:
         """Apply one queued item to the state; None if it is consumed silently."""
@@ -248,7 +260,7 @@ class ServerConnection:
         if isinstance(event, Response):
             return self._start_response(event)
         if isinstance(event, InformationalResponse):
-            return self._send_continue()
+            return self._send_continue(event)
         raise LocalProtocolError(f"cannot send {type(event).__name__}")
 
     def send_error(self, error: ProtocolError | LocalProtocolError) -> bytes:
@@ -265,7 +277,10 @@ class ServerConnection:
         head = self._start_response(Response(status, headers))
         return head + self.send(Data(body)) + self._end_response()
 
-    def _send_continue(self) -> bytes:
+    def _send_continue(self, event: InformationalResponse) -> bytes:
+        if event.status != 100:
+            # 101 would switch protocols, which we do not; others are not sent.
+            raise LocalProtocolError(f"cannot send informational status {event.status}")
         if not self.they_are_waiting_for_100_continue:
             return b""  # never to 1.0 clients (RFC 9110 §10.1.1), never twice
         self._sent_continue = True
@@ -299,11 +314,12 @@ class ServerConnection:
             headers.append((b"Connection", b"close"))
         elif request is not None and request.http_version == "1.0":
             headers.append((b"Connection", b"keep-alive"))
+        head = render_head(status, event.reason, headers)  # raises before any state changes
         self._keep_alive = keep_alive
         self._writer = writer
         self.close_delimited = isinstance(writer, CloseDelimitedWriter)
         self.response_state = ResponseState.BODY
-        return render_head(status, event.reason, headers)
+        return head
 
     def _app_headers(self, given: Headers, status: int) -> tuple[Headers, int | None, bool]:
         """Copy the application's fields, pulling out framing and Connection."""
@@ -344,8 +360,13 @@ class ServerConnection:
     def _decide_keep_alive(self, request: Request | None, app_close: bool) -> bool:
         if request is None or app_close or not self._allow_keep_alive:
             return False
-        if not request.keep_alive or self._overflow:
+        if not request.keep_alive:
             return False
+        if self._overflow:
+            # Keep the connection only if a later complete request is held.
+            own = 0 if self.request_state is RequestState.DONE else 1
+            if self._complete_held() <= own:
+                return False
         if self.request_state is RequestState.BODY:
             # The response starts before the request body was read. A client
             # still waiting for 100 will not send it: close (RFC 9110 §10.1.1).

@@ -40,7 +40,9 @@ from zmqhttp.http.limits import Limits
 
 __all__ = ["ParseError", "RequestReader"]
 
-# Largest slice handed to llhttp at once; bounds the events one feed can queue.
+# Largest slice handed to llhttp at once. httptools buffers a field line until
+# it ends and we can only measure between slices, so it may hold up to
+# Limits.max_head plus one slice for a field that never ends.
 _FEED_SLICE: Final = 64 * 1024
 _FIELD_OVERHEAD: Final = 4  # ": " and CRLF of a field line
 
@@ -71,7 +73,12 @@ class RequestReader:
         self._parser: Any = httptools.HttpRequestParser(self)
         self._broken = False
         self._in_head = False
-        self._head_raw = 0
+        #: In a head or trailer section, whose field lines httptools buffers.
+        self._section_open = False
+        #: The section began in the slice being parsed.
+        self._section_new = False
+        #: Bytes of the open section counted so far (a lower bound).
+        self._section_raw = 0
         self._reset_message()
 
     @property
@@ -93,6 +100,7 @@ class RequestReader:
 
     def _feed_slice(self, data: bytes) -> None:
         size = len(data)
+        self._section_new = False
         if self._manual_body:
             data = self._consume_manual_body(data)
         while data and not self._broken:
@@ -106,15 +114,25 @@ class RequestReader:
             except httptools.HttpParserError as exc:
                 self._fail(self._error_from(exc))
                 return
-        if self._in_head and not self._broken:
-            self._head_raw += size
-            self._check_raw_head()
+        if self._section_open and not self._broken:
+            self._count_section(size)
 
-    def _check_raw_head(self) -> None:
-        # Counts bytes that llhttp (and httptools' partial-value buffer) hold
-        # for a head that has not completed: a field that never ends is 431.
-        if self._head_raw + self._head_size > self._limits.max_head:
+    def _count_section(self, size: int) -> None:
+        # httptools holds a field line until it ends: a field that never ends
+        # must become 431, not memory. The count never exceeds the bytes really
+        # received, so a split never rejects what a whole feed accepts: in the
+        # slice where the section began only its completed fields are counted.
+        if self._section_new:
+            self._section_raw = self._head_size
+        else:
+            self._section_raw += size
+        if self._section_raw > self._limits.max_head:
             self._fail(HeaderFieldsTooLarge("request head too large"))
+
+    def _open_section(self) -> None:
+        self._section_open = True
+        self._section_new = True
+        self._section_raw = 0
 
     def _fail(self, error: ProtocolError) -> None:
         self._broken = True
@@ -157,11 +175,12 @@ class RequestReader:
         self._reset_message()
         self._in_message = True
         self._in_head = True
-        self._head_raw = 0
+        self._open_section()
 
     def on_url(self, piece: bytes) -> None:
         self._url.append(piece)
         self._url_len += len(piece)
+        self._head_size += len(piece)  # the request line is part of the head
         if self._url_len > self._limits.max_request_line:
             raise URITooLong("request-target too long")
 
@@ -175,20 +194,31 @@ class RequestReader:
         fields = self._headers if self._in_head else self._trailers
         if len(self._headers) + len(self._trailers) >= self._limits.max_fields:
             raise HeaderFieldsTooLarge("too many header fields")
-        fields.append((name.lower(), value))
+        # RFC 9110 §5.5: OWS around a value is not part of it; llhttp drops only
+        # the leading OWS.
+        fields.append((name.lower(), value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_raw = 0
+        self._section_open = False
         self._queue.append(self._build_request())
 
+    def on_chunk_header(self) -> None:
+        # Trailers may follow (the last chunk); a data chunk closes it in on_body.
+        self._open_section()
+
+    def on_chunk_complete(self) -> None:
+        self._section_open = False
+
     def on_body(self, body: bytes) -> None:
+        self._section_open = False
         self._body_received += len(body)
         if self._body_received > self._limits.max_body:
             raise ContentTooLarge("request body too large")
         self._queue.append(Data(body))
 
     def on_message_complete(self) -> None:
+        self._section_open = False
         if self._manual_body:
             return  # llhttp ends an Upgrade request at its head; we read the body
         self._queue.append(EndOfMessage(self._trailers))

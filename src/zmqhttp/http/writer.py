@@ -25,11 +25,21 @@ __all__ = [
     "render_head",
 ]
 
-_REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+_REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus} | {
+    # RFC 9110 §15 names, which http.HTTPStatus adopted only in Python 3.13:
+    # the same bytes on the wire whatever the Python version.
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    416: b"Range Not Satisfiable",
+    422: b"Unprocessable Content",
+}
 _TOKEN: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # RFC 9110 §5.5: CR, LF and NUL are never allowed in a field value; letting
 # an application put them there would allow response splitting.
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
+# RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ); a CR or LF
+# there would split the response just as in a field value.
+_BAD_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def reason_phrase(status: int) -> bytes:
@@ -40,10 +50,13 @@ def render_head(status: int, reason: bytes, headers: Headers) -> bytes:
     """Serialise a response head; always HTTP/1.1 (RFC 9110 §6.2).
 
     Raises:
-        LocalProtocolError: an invalid status, field name or field value.
+        LocalProtocolError: an invalid status, reason phrase, field name or
+            field value.
     """
     if not 100 <= status <= 999:
         raise LocalProtocolError(f"invalid status code {status}")
+    if _BAD_REASON.search(reason) is not None:
+        raise LocalProtocolError(f"invalid reason phrase {reason!r}")
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
     for name, value in headers:
         if _TOKEN.match(name) is None or _BAD_VALUE.search(value) is not None:

@@ -65,7 +65,7 @@ class RequestBody:
     def fail(self, error: BaseException) -> None:
         """The body will never complete (client gone, timeout): readers raise ``error``."""
         with self._cond:
-            if not self._eof:
+            if not self._eof and self._error is None:  # the first cause wins
                 self._error = error
             self._cond.notify_all()
 

@@ -143,8 +143,8 @@ class Connection:
             if kind is Data:
                 assert isinstance(event, Data) and self.cycle is not None
                 self.cycle.body.feed(event.data)
-                if self.deadline_kind is Deadline.BODY:
-                    self._set_deadline(Deadline.BODY)
+                # Also when the client did not wait for 100 (RFC 9110 §10.1.1).
+                self._set_deadline(Deadline.BODY)
             elif kind is Request:
                 assert isinstance(event, Request)
                 self._start_cycle(event)
@@ -343,8 +343,26 @@ class Connection:
             self._set_deadline(Deadline.LINGER)
 
     def abort(self) -> None:
-        """Close at once (the response cannot be completed)."""
-        self.close()
+        """The response cannot be completed: end the cycle, send what is queued, close.
+
+        The output already queued (the head, body pieces) still goes out, so the
+        client sees a truncated response rather than nothing; the close then
+        follows the short close-delimited delay, not a full linger.
+        """
+        if self.closed:
+            return
+        cycle, self.cycle = self.cycle, None
+        if cycle is not None:
+            cycle.finished = True
+            cycle.body.fail(ClientDisconnected("response aborted"))
+            cycle.flow.close()
+            if cycle.response_started:
+                self.owner.log_access(cycle)
+        if not self._out:
+            self.close()
+            return
+        self._close_delimited = True
+        self._close_when_flushed()
 
     def close(self) -> None:
         """Close the TCP connection now and forget it."""
@@ -375,8 +393,10 @@ class Connection:
 
     def shutdown(self) -> None:
         """Graceful shutdown: no new requests; idle connections close now."""
+        # Idle is judged first: refusing keep-alive makes the connection MUST_CLOSE.
+        idle = self.cycle is None and self.http.idle and not self._out
         self.http.allow_keep_alive(False)
-        if self.cycle is None and self.http.idle and not self._out:
+        if idle:
             self.close()
 
     # -- deadlines ----------------------------------------------------------------

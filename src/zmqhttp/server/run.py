@@ -20,14 +20,22 @@ __all__ = ["run_server", "serve"]
 log = logging.getLogger("zmqhttp.error")
 
 
-async def run_server(server: Server) -> None:
-    """Start ``server`` and serve until SIGINT/SIGTERM, then shut down gracefully."""
+async def run_server(server: Server) -> bool:
+    """Start ``server`` and serve until SIGINT/SIGTERM, then shut down gracefully.
+
+    Returns:
+        True if a second signal forced the shutdown: application threads may
+        still be running, and only ``os._exit`` ends the process without
+        waiting for them (the CLI does that).
+    """
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
+    forced: list[bool] = []
 
     def on_signal(signum: int) -> None:
         if stopping:
             log.warning("second %s: closing all connections now", signal.Signals(signum).name)
+            forced.append(True)
             server.close()
             return
         log.info("%s: shutting down gracefully", signal.Signals(signum).name)
@@ -43,6 +51,7 @@ async def run_server(server: Server) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    return bool(forced)
 
 
 def serve(app: Any, bind: str | list[str] | None = None, config: Config | None = None,

@@ -176,11 +176,13 @@ class Server:
         await self.stop()
 
     def _close_now(self) -> None:
-        transport, self._transport = self._transport, None
+        transport = self._transport
         if transport is None:
             return
+        # Connections close through self.transport: do it before letting go of it.
         for conn in list(self._conns.values()):
             conn.close()
+        self._transport = None
         for handle in (self._sweep_handle, self._retry_handle):
             if handle is not None:
                 handle.cancel()
@@ -244,7 +246,13 @@ class Server:
     def data_received(self, rid: bytes, data: bytes) -> None:
         conn = self._conns.get(rid)
         if conn is not None:
-            conn.data_received(data)
+            try:
+                conn.data_received(data)
+            except Exception:
+                # A bug must cost one connection, never the drain loop: an
+                # interrupted drain would leave the edge-triggered FD silent.
+                log.exception("internal error on a connection from %s", conn.peer)
+                conn.abort()
 
     def connection_lost(self, rid: bytes) -> None:
         conn = self._conns.get(rid)

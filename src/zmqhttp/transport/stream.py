@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import errno
 from collections import deque
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import zmq
 
@@ -78,14 +78,16 @@ class StreamTransport:
 
     def __init__(
         self,
-        context: zmq.Context[zmq.Socket[bytes]],
+        context: zmq.Context[Any],
         *,
         sndhwm: int,
         rcvhwm: int,
         send_timeout: float,
         ipv6: bool,
     ) -> None:
-        sock = context.socket(zmq.STREAM)
+        # Always a plain, synchronous socket, even in a zmq.asyncio context an
+        # embedding program shares with us: its sockets return futures.
+        sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.STREAM)
         sock.setsockopt(zmq.LINGER, 0)  # never hang on close with slow peers
         sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
