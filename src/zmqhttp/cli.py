@@ -87,12 +87,14 @@ def _load_toml(ctx: click.Context, _param: click.Parameter, path: str | None) ->
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise click.BadParameter(f"cannot read {path}: {exc}") from None
     data = data.get("zmqhttp", data)
-    known = set(Config.field_names())
+    known = {p.name for p in ctx.command.params if p.name and p.name != "app"}
     defaults: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in known:
             raise click.BadParameter(f"unknown setting {key!r} in {path}")
+        if name == "bind" and isinstance(value, str):
+            value = [value]
         defaults[name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return path
@@ -119,6 +121,9 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--date-header/--no-date-header", "date_header", default=None,
+                        envvar=_env_name("date_header"),
+                        help="Send a Date field (RFC 9110 §6.6.1). [default: on]")(func)
     for flag in reversed(_SERVE_FLAGS):
         func = click.option(
             _flag_name(flag.field),
@@ -161,6 +166,8 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
     server = Server(application, config)
     try:
         forced = asyncio.run(run_server(server))
+    except AppLoadError as exc:
+        _fail(str(exc))
     except zmq.ZMQError as exc:
         _fail(f"cannot listen on {', '.join(config.bind)}: {exc}")
     except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set

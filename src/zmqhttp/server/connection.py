@@ -285,7 +285,15 @@ class Connection:
     def _app_error(self, cycle: RequestCycle, error: LocalProtocolError) -> None:
         log.error("application error on %s %r: %s", cycle.request.method.decode(),
                   cycle.request.target, error)
-        self.abort()
+        if self.http.response_state is ResponseState.IDLE:
+            # Nothing went out yet (render_head raises before any state
+            # changes): the client gets a 500, as for an exception.
+            self._queue(self.http.send_error(error))
+            cycle.status = error.status
+            self._finish_cycle(cycle)
+            self._close_when_flushed()
+        else:
+            self.abort()
 
     def _finish_cycle(self, cycle: RequestCycle) -> None:
         cycle.finished = True

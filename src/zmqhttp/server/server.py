@@ -108,6 +108,9 @@ class Server:
         self._empty = asyncio.Event()
         config = self.config
         binds = config.binds()
+        if self._adapter is None:
+            # Before binding: an app we cannot run must not leave a bound socket.
+            self._adapter = make_adapter(self.app, config)
         if self._context is None:
             self._context = zmq.Context()
         ipv6 = any(":" in host or host in ("*", "::") for host, _ in binds)
@@ -124,11 +127,10 @@ class Server:
                 self.endpoints.append(format_endpoint(host, port))
         except zmq.ZMQError:
             transport.close()
+            self._adapter.close()
             raise
         self._transport = transport
         self.server_address = (binds[0][0], int(self.endpoints[0].rsplit(":", 1)[1]))
-        if self._adapter is None:
-            self._adapter = make_adapter(self.app, config)
         loop.add_reader(transport.fd, self._on_readable)
         self._sweep_handle = loop.call_later(_SWEEP_INTERVAL, self._sweep)
         for endpoint in self.endpoints:
