@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
@@ -25,6 +24,7 @@ from zmqhttp.errors import LocalProtocolError, ProtocolError
 from zmqhttp.http.events import Headers
 from zmqhttp.server.body import ClientDisconnected, RequestBody
 from zmqhttp.server.cycle import RequestCycle
+from zmqhttp.server.threads import WorkerPool
 
 __all__ = ["FileWrapper", "InputStream", "WSGIAdapter", "build_environ"]
 
@@ -231,8 +231,8 @@ class _Responder:
             headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         self.head_sent = True
         cycle = self.cycle
-        cycle.flow.reserve(len(body))
-        cycle.call_soon_threadsafe(cycle.respond, self.status, headers, body, len(body))
+        # Already in memory: no pacing needed for a body handed over whole.
+        cycle.call_soon_threadsafe(cycle.respond, self.status, headers, body)
 
     def send_iterable(self, result: Iterable[bytes]) -> None:
         if isinstance(result, list | tuple) and not self.head_sent:
@@ -266,14 +266,14 @@ class WSGIAdapter:
 
     def __init__(self, app: WSGIApp, config: Config) -> None:
         self.app = app
-        self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="zmqhttp")
+        self._pool = WorkerPool(config.threads, name="zmqhttp-wsgi")
         self._errors = ErrorStream()
 
     def handle(self, cycle: RequestCycle) -> None:
         self._pool.submit(self._run, cycle)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False)
 
     def _run(self, cycle: RequestCycle) -> None:
         if cycle.disconnected:

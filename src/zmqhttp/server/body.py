@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["ClientDisconnected", "RequestBody"]
+__all__ = ["ClientDisconnected", "NoBody", "RequestBody"]
 
 
 class ClientDisconnected(OSError):
@@ -171,3 +171,29 @@ class RequestBody:
                 self._file.close()
                 self._file = None
             self._chunks.clear()
+
+
+class NoBody(RequestBody):
+    """The body of a request without one: always at its end, nothing to lock."""
+
+    def __init__(self) -> None:  # no Condition, no buffers: most requests are GETs
+        self._eof = True
+        self.received = 0
+
+    def feed(self, data: bytes) -> None:
+        raise AssertionError("a request without a body received body bytes")
+
+    def feed_eof(self) -> None:
+        pass
+
+    def fail(self, error: BaseException) -> None:
+        pass
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass

@@ -36,10 +36,9 @@ from zmqhttp.http.events import (
     Response,
 )
 from zmqhttp.http.limits import Limits
-from zmqhttp.server.body import ClientDisconnected, RequestBody
+from zmqhttp.server.body import ClientDisconnected, NoBody, RequestBody
 from zmqhttp.server.clock import Clock
 from zmqhttp.server.cycle import AppAdapter, RequestCycle
-from zmqhttp.server.flow import FlowControl
 from zmqhttp.transport.stream import SendResult, StreamTransport
 
 __all__ = ["Connection", "ConnectionOwner", "Deadline"]
@@ -72,6 +71,8 @@ class ConnectionOwner(Protocol):
     limits: Limits
     clock: Clock
     server_address: tuple[str, int]
+    #: Seconds for each kind of deadline, from the config.
+    timeouts: dict[Deadline, float]
 
     @property
     def transport(self) -> StreamTransport: ...
@@ -171,13 +172,13 @@ class Connection:
             if request.expect_continue and cycle_ref:
                 self.call_soon_threadsafe(cycle_ref[0].send_continue)
 
-        body = RequestBody(config.body_buffer, first_read)
-        flow = FlowControl(config.output_high_water, config.output_high_water // 4)
+        has_body = request.chunked or bool(request.content_length)
+        body = RequestBody(config.body_buffer, first_read) if has_body else NoBody()
         cycle = RequestCycle(
             self,
             request,
             body,
-            flow,
+            config.output_high_water,
             client=(self.peer, 0),
             server=owner.server_address,
             scheme=config.url_scheme,
@@ -187,7 +188,6 @@ class Connection:
         )
         cycle_ref.append(cycle)
         self.cycle = cycle
-        has_body = request.chunked or bool(request.content_length)
         if has_body and not request.expect_continue:
             self._set_deadline(Deadline.BODY)
         else:
@@ -233,7 +233,7 @@ class Connection:
 
     def send_data(self, cycle: RequestCycle, data: bytes, reserved: int = 0) -> None:
         if cycle is not self.cycle or self.closed:
-            cycle.flow.update(reserved, 0)
+            cycle.flow_update(reserved, 0)
             return
         try:
             framed = self.http.send(Data(data))
@@ -267,7 +267,7 @@ class Connection:
             self.send_data(cycle, body, reserved)
             self.end_response(cycle)
         else:
-            cycle.flow.update(reserved, 0)
+            cycle.flow_update(reserved, 0)
 
     def send_continue(self, cycle: RequestCycle) -> None:
         if cycle is not self.cycle or self.closed:
@@ -297,7 +297,7 @@ class Connection:
 
     def _finish_cycle(self, cycle: RequestCycle) -> None:
         cycle.finished = True
-        cycle.flow.close()
+        cycle.close_flow()
         if not cycle.body.complete:
             cycle.body.fail(ClientDisconnected("response already complete"))
         self.cycle = None
@@ -311,7 +311,7 @@ class Connection:
             self._out_bytes += len(data)
             self.owner.schedule_flush(self)
         if reserved and self.cycle is not None:
-            self.cycle.flow.update(reserved, self._out_bytes)
+            self.cycle.flow_update(reserved, self._out_bytes)
 
     def flush(self) -> None:
         """Hand queued output to libzmq until done or its pipe is full."""
@@ -331,7 +331,7 @@ class Connection:
                 self._teardown(ClientDisconnected("client disconnected"))
                 return
         if self.cycle is not None:
-            self.cycle.flow.update(0, self._out_bytes)
+            self.cycle.flow_update(0, self._out_bytes)
         if not out and self.lingering and self.deadline_kind is not Deadline.LINGER:
             self._set_deadline(Deadline.LINGER)
 
@@ -363,7 +363,7 @@ class Connection:
         if cycle is not None:
             cycle.finished = True
             cycle.body.fail(ClientDisconnected("response aborted"))
-            cycle.flow.close()
+            cycle.close_flow()
             if cycle.response_started:
                 self.owner.log_access(cycle)
         if not self._out:
@@ -388,7 +388,7 @@ class Connection:
         cycle = self.cycle
         if cycle is not None:
             cycle.body.fail(reason)
-            cycle.flow.close()
+            cycle.close_flow()
             self.cycle = None
             if cycle.response_started:
                 self.owner.log_access(cycle)
@@ -410,14 +410,10 @@ class Connection:
     # -- deadlines ----------------------------------------------------------------
 
     def _set_deadline(self, kind: Deadline) -> None:
-        config = self.owner.config
-        timeout = {
-            Deadline.HEADER: config.timeout_request_header,
-            Deadline.BODY: config.timeout_request_body,
-            Deadline.KEEP_ALIVE: config.timeout_keep_alive,
-            Deadline.LINGER: _CLOSE_DELIMITED_DELAY if self._close_delimited
-            else config.timeout_linger,
-        }[kind]
+        if kind is Deadline.LINGER and self._close_delimited:
+            timeout = _CLOSE_DELIMITED_DELAY
+        else:
+            timeout = self.owner.timeouts[kind]
         self.deadline_kind = kind
         self.deadline = self.owner.clock.monotonic() + timeout
 

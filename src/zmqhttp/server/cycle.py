@@ -9,6 +9,7 @@ by :class:`FlowControl`, so no adapter ever touches the socket.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from zmqhttp.server.connection import Connection
 
 __all__ = ["AppAdapter", "RequestCycle"]
+
+# Guards the lazy creation of a cycle's FlowControl (rare, short).
+_FLOW_LOCK = threading.Lock()
 
 
 class AppAdapter(Protocol):
@@ -49,11 +53,13 @@ class RequestCycle:
 
     __slots__ = (
         "_conn",
+        "_flow",
+        "_flow_closed",
+        "_high_water",
         "body",
         "bytes_sent",
         "client",
         "finished",
-        "flow",
         "request",
         "response_headers",
         "root_path",
@@ -69,7 +75,7 @@ class RequestCycle:
         conn: Connection,
         request: Request,
         body: RequestBody,
-        flow: FlowControl,
+        high_water: int,
         *,
         client: tuple[str, int],
         server: tuple[str, int],
@@ -81,7 +87,11 @@ class RequestCycle:
         self._conn = conn
         self.request = request
         self.body = body
-        self.flow = flow
+        # Created on first use: most responses are handed over whole and
+        # never need pacing, and a Condition per request shows in profiles.
+        self._flow: FlowControl | None = None
+        self._flow_closed = False
+        self._high_water = high_water
         self.client = client
         self.server = server
         self.scheme = scheme
@@ -92,6 +102,32 @@ class RequestCycle:
         self.response_headers: Headers = []
         self.bytes_sent = 0
         self.finished = False
+
+    @property
+    def flow(self) -> FlowControl:
+        """Pacing for streamed response bytes (thread-safe)."""
+        flow = self._flow
+        if flow is None:
+            with _FLOW_LOCK:
+                if self._flow is None:
+                    self._flow = FlowControl(self._high_water, self._high_water // 4)
+                    if self._flow_closed:
+                        self._flow.close()
+                flow = self._flow
+        return flow
+
+    def flow_update(self, arrived: int, queued: int) -> None:
+        """Loop side: account bytes taken from the producer (if it streams at all)."""
+        if self._flow is not None:
+            self._flow.update(arrived, queued)
+
+    def close_flow(self) -> None:
+        """Loop side: wake and stop every producer for good."""
+        with _FLOW_LOCK:
+            self._flow_closed = True
+            flow = self._flow
+        if flow is not None:
+            flow.close()
 
     @property
     def response_started(self) -> bool:

@@ -21,8 +21,9 @@ import zmq
 from zmqhttp.config import Config
 from zmqhttp.observability.accesslog import AccessLogger
 from zmqhttp.server.clock import Clock, DateCache, SystemClock
-from zmqhttp.server.connection import Connection
+from zmqhttp.server.connection import Connection, Deadline
 from zmqhttp.server.cycle import AppAdapter, RequestCycle
+from zmqhttp.server.threads import LoopInbox
 from zmqhttp.transport.stream import StreamTransport, format_endpoint
 
 __all__ = ["Server"]
@@ -70,6 +71,13 @@ class Server:
         config = config or Config()
         self.config = config.replace(**overrides) if overrides else config
         self.limits = self.config.limits()
+        self.timeouts = {
+            Deadline.HEADER: self.config.timeout_request_header,
+            Deadline.BODY: self.config.timeout_request_body,
+            Deadline.KEEP_ALIVE: self.config.timeout_keep_alive,
+            Deadline.LINGER: self.config.timeout_linger,
+        }
+        self._inbox: LoopInbox | None = None
         self.app = app
         self.clock: Clock = clock or SystemClock()
         self.date = DateCache(self.clock)
@@ -104,6 +112,7 @@ class Server:
 
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._inbox = LoopInbox(loop)
         self._closed = asyncio.Event()
         self._empty = asyncio.Event()
         config = self.config
@@ -314,9 +323,9 @@ class Server:
         self._access.log(cycle, self.clock.monotonic())
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(callback, *args)
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.call_soon_threadsafe(callback, *args)
 
     # -- deadlines ----------------------------------------------------------------
 
