@@ -4,8 +4,8 @@ Each server runs pinned to one core and wrk to the other; configurations are run
 in interleaved rounds (A B A B ...) and the median of the rounds is reported,
 with each server's ratio to the reference (the first server listed).
 
-    python bench/compare.py --rounds 3 --duration 5
-    python bench/compare.py --servers zmqhttp-wsgi,uvicorn-wsgi --connections 50
+    bench/run.sh --rounds 3 --duration 5          (venv with the peers, then this)
+    python bench/compare.py --servers zmqhttp-wsgi,uvicorn-wsgi,uvicorn-asgi
 
 Needs `wrk` (Debian package) and the peers installed (`pip install uvicorn`).
 Every load run is bounded by --duration; servers are stopped by their PID.
@@ -25,13 +25,18 @@ import sys
 import time
 from dataclasses import dataclass
 
-APP = "zmqhttp.examples.hello:app"
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 SERVERS: dict[str, list[str]] = {
-    "zmqhttp-wsgi": [sys.executable, "-m", "zmqhttp", "serve", APP, "--bind",
-                     "127.0.0.1:{port}", "--no-access-log", "--log-level", "warning"],
-    "uvicorn-wsgi": [sys.executable, "-m", "uvicorn", APP, "--interface", "wsgi",
-                     "--port", "{port}", "--no-access-log", "--log-level", "warning"],
+    "zmqhttp-wsgi": [sys.executable, "-m", "zmqhttp", "serve", "apps:wsgi_app", "--bind",
+                     "127.0.0.1:{port}", "--no-access-log", "--log-level", "warning",
+                     "--app-dir", BENCH_DIR],
+    "uvicorn-wsgi": [sys.executable, "-m", "uvicorn", "apps:wsgi_app", "--interface", "wsgi",
+                     "--port", "{port}", "--no-access-log", "--log-level", "warning",
+                     "--app-dir", BENCH_DIR],
+    "uvicorn-asgi": [sys.executable, "-m", "uvicorn", "apps:asgi_app", "--http", "httptools",
+                     "--port", "{port}", "--no-access-log", "--log-level", "warning",
+                     "--app-dir", BENCH_DIR],
 }
 
 
@@ -99,7 +104,7 @@ def bench_one(name: str, args: argparse.Namespace) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--servers", default="zmqhttp-wsgi,uvicorn-wsgi")
+    parser.add_argument("--servers", default="zmqhttp-wsgi,uvicorn-wsgi,uvicorn-asgi")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)

@@ -133,8 +133,9 @@ def test_close_delimited_for_http10_without_length(split: Split) -> None:
             id="head-keeps-length",
         ),
         pytest.param(
+            # The fields GET would get (RFC 9110 §9.3.2): chunked, but no body.
             b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [],
-            b"HTTP/1.1 200 OK\r\nServer: zmqhttp\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: zmqhttp\r\nTransfer-Encoding: chunked\r\n\r\n",
             id="head-without-length",
         ),
         pytest.param(

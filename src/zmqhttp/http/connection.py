@@ -301,6 +301,12 @@ class ServerConnection:
             writer = NoBodyWriter()
             if length is not None and status != 204:
                 headers.append((b"Content-Length", b"%d" % length))
+            elif status not in (204, 304) and request is not None and (
+                request.http_version == "1.1"
+            ):
+                # HEAD gets the fields GET would (RFC 9110 §9.3.2): GET of a
+                # body of unknown length would be chunked.
+                headers.append((b"Transfer-Encoding", b"chunked"))
         elif length is not None:
             writer = LengthWriter(length)
             headers.append((b"Content-Length", b"%d" % length))

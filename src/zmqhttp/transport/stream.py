@@ -163,6 +163,10 @@ class StreamTransport:
 
     def send(self, rid: bytes, data: bytes) -> SendResult:
         """Queue ``data`` for peer ``rid`` without blocking."""
+        if rid not in self._peers:
+            # Gone (notified or closed by us). libzmq may still hold the
+            # terminating pipe and answer EAGAIN, which would look like FULL.
+            return SendResult.GONE
         sock = self._sock
         try:
             sock.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
