@@ -31,6 +31,9 @@ SERVERS: dict[str, list[str]] = {
     "zmqhttp-wsgi": [sys.executable, "-m", "zmqhttp", "serve", "apps:wsgi_app", "--bind",
                      "127.0.0.1:{port}", "--no-access-log", "--log-level", "warning",
                      "--app-dir", BENCH_DIR],
+    "zmqhttp-asgi": [sys.executable, "-m", "zmqhttp", "serve", "apps:asgi_app", "--bind",
+                     "127.0.0.1:{port}", "--no-access-log", "--log-level", "warning",
+                     "--app-dir", BENCH_DIR],
     "uvicorn-wsgi": [sys.executable, "-m", "uvicorn", "apps:wsgi_app", "--interface", "wsgi",
                      "--port", "{port}", "--no-access-log", "--log-level", "warning",
                      "--app-dir", BENCH_DIR],
@@ -66,8 +69,11 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
 
 
 def parse_ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if match is None:
+        return float("nan")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def run_wrk(url: str, connections: int, duration: int, core: str, close: bool) -> Result:
@@ -104,7 +110,7 @@ def bench_one(name: str, args: argparse.Namespace) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--servers", default="zmqhttp-wsgi,uvicorn-wsgi,uvicorn-asgi")
+    parser.add_argument("--servers", default="uvicorn-asgi,zmqhttp-asgi,zmqhttp-wsgi,uvicorn-wsgi")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)

@@ -23,6 +23,7 @@ import click
 import zmq
 
 from zmqhttp import __version__
+from zmqhttp.apps.lifespan import LifespanFailure
 from zmqhttp.apps.loader import AppLoadError, load_app
 from zmqhttp.config import Config
 from zmqhttp.observability.logs import configure_logging
@@ -43,7 +44,9 @@ class _Flag:
 _SERVE_FLAGS: list[_Flag] = [
     _Flag("bind", str, "Address to listen on, tcp://HOST:PORT or HOST:PORT; repeatable. "
           "[default: tcp://127.0.0.1:8000]", multiple=True),
-    _Flag("interface", click.Choice(["auto", "wsgi"]), "Application interface."),
+    _Flag("interface", click.Choice(["auto", "wsgi", "asgi", "asgi3", "asgi2"]),
+          "Application interface."),
+    _Flag("lifespan", click.Choice(["auto", "on", "off"]), "ASGI lifespan protocol."),
     _Flag("threads", click.IntRange(1), "WSGI worker threads."),
     _Flag("root_path", str, "Mount point of the app (SCRIPT_NAME)."),
     _Flag("url_scheme", str, "wsgi.url_scheme to report (https behind a TLS proxy)."),
@@ -166,7 +169,7 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
     server = Server(application, config)
     try:
         forced = asyncio.run(run_server(server))
-    except AppLoadError as exc:
+    except (AppLoadError, LifespanFailure) as exc:
         _fail(str(exc))
     except zmq.ZMQError as exc:
         _fail(f"cannot listen on {', '.join(config.bind)}: {exc}")

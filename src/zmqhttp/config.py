@@ -48,8 +48,11 @@ class Config:
 
     #: Where to listen; several allowed. ``HOST:PORT`` or ``tcp://HOST:PORT``.
     bind: list[str] = field(default_factory=lambda: [DEFAULT_BIND])
-    #: ``auto`` detects WSGI (two positional parameters) from the callable.
-    interface: Literal["auto", "wsgi"] = "auto"
+    #: ``auto`` tells ASGI (a coroutine function, or a class for ASGI 2) from WSGI.
+    interface: Literal["auto", "wsgi", "asgi", "asgi3", "asgi2"] = "auto"
+    #: ASGI lifespan: ``auto`` runs it and tolerates apps without it, ``on``
+    #: requires it, ``off`` skips it.
+    lifespan: Literal["auto", "on", "off"] = "auto"
     #: WSGI worker threads. Apps block (database calls); 10 keeps a few slow
     #: requests from starving the rest, while bounding memory and GIL churn.
     threads: int = 10

@@ -272,6 +272,12 @@ class WSGIAdapter:
     def handle(self, cycle: RequestCycle) -> None:
         self._pool.submit(self._run, cycle)
 
+    async def startup(self) -> None:
+        """WSGI has no lifespan protocol."""
+
+    async def shutdown(self) -> None:
+        """WSGI has no lifespan protocol."""
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 

@@ -44,6 +44,8 @@ class RequestBody:
         self._eof = False
         self._error: BaseException | None = None
         self.received = 0
+        #: Called on the loop after every feed, end or failure (async readers).
+        self.listener: Callable[[], None] | None = None
 
     # -- loop side -------------------------------------------------------------
 
@@ -56,11 +58,15 @@ class RequestBody:
                 self._chunks.append(data)
                 self._mem_bytes += len(data)
             self._cond.notify_all()
+        if self.listener is not None:
+            self.listener()
 
     def feed_eof(self) -> None:
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+        if self.listener is not None:
+            self.listener()
 
     def fail(self, error: BaseException) -> None:
         """The body will never complete (client gone, timeout): readers raise ``error``."""
@@ -68,6 +74,8 @@ class RequestBody:
             if not self._eof and self._error is None:  # the first cause wins
                 self._error = error
             self._cond.notify_all()
+        if self.listener is not None:
+            self.listener()
 
     @property
     def complete(self) -> bool:
@@ -101,6 +109,32 @@ class RequestBody:
                     raise self._error
                 self._cond.wait()
             return self._take(size)
+
+    def read_nowait(self, size: int) -> bytes | None:
+        """Loop side, for async readers: bytes, ``b""`` at the end, None if none yet.
+
+        Raises:
+            ClientDisconnected (or the failure cause): the body cannot complete.
+        """
+        self._first_read()
+        with self._cond:
+            if self._available():
+                return self._take(size)
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            return None
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    @property
+    def exhausted(self) -> bool:
+        """Every byte of the body was received and read."""
+        with self._cond:
+            return self._eof and not self._available()
 
     def readline(self, size: int = -1) -> bytes:
         parts: list[bytes] = []
@@ -179,6 +213,7 @@ class NoBody(RequestBody):
     def __init__(self) -> None:  # no Condition, no buffers: most requests are GETs
         self._eof = True
         self.received = 0
+        self.listener = None
 
     def feed(self, data: bytes) -> None:
         raise AssertionError("a request without a body received body bytes")
@@ -187,10 +222,18 @@ class NoBody(RequestBody):
         pass
 
     def fail(self, error: BaseException) -> None:
-        pass
+        if self.listener is not None:
+            self.listener()  # an async reader waiting for the disconnect
 
     def read(self, size: int = -1) -> bytes:
         return b""
+
+    def read_nowait(self, size: int) -> bytes | None:
+        return b""
+
+    @property
+    def exhausted(self) -> bool:
+        return True
 
     def readline(self, size: int = -1) -> bytes:
         return b""

@@ -310,7 +310,7 @@ class Connection:
             self._out.append(data)
             self._out_bytes += len(data)
             self.owner.schedule_flush(self)
-        if reserved and self.cycle is not None:
+        if self.cycle is not None:
             self.cycle.flow_update(reserved, self._out_bytes)
 
     def flush(self) -> None:

@@ -9,6 +9,7 @@ by :class:`FlowControl`, so no adapter ever touches the socket.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,14 @@ class AppAdapter(Protocol):
 
     def handle(self, cycle: RequestCycle) -> None:
         """Start serving ``cycle``; called on the event loop, must not block."""
+        ...
+
+    async def startup(self) -> None:
+        """Before the server listens (ASGI lifespan startup); raising aborts start."""
+        ...
+
+    async def shutdown(self) -> None:
+        """After the last connection closed (ASGI lifespan shutdown)."""
         ...
 
     def close(self) -> None:
@@ -56,6 +65,8 @@ class RequestCycle:
         "_flow",
         "_flow_closed",
         "_high_water",
+        "_queued",
+        "_waiters",
         "body",
         "bytes_sent",
         "client",
@@ -92,6 +103,8 @@ class RequestCycle:
         self._flow: FlowControl | None = None
         self._flow_closed = False
         self._high_water = high_water
+        self._queued = 0
+        self._waiters: list[asyncio.Future[None]] = []
         self.client = client
         self.server = server
         self.scheme = scheme
@@ -118,8 +131,27 @@ class RequestCycle:
 
     def flow_update(self, arrived: int, queued: int) -> None:
         """Loop side: account bytes taken from the producer (if it streams at all)."""
+        self._queued = queued
         if self._flow is not None:
             self._flow.update(arrived, queued)
+        if self._waiters and queued <= self._high_water // 4:
+            self._wake_waiters()
+
+    def output_waiter(self) -> asyncio.Future[None] | None:
+        """Loop side, for async producers: a future to await while output is over
+        the high-water mark (resolved below the low-water mark or on close), or
+        None when there is room."""
+        if self._flow_closed or self._queued <= self._high_water:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def close_flow(self) -> None:
         """Loop side: wake and stop every producer for good."""
@@ -128,6 +160,7 @@ class RequestCycle:
             flow = self._flow
         if flow is not None:
             flow.close()
+        self._wake_waiters()
 
     @property
     def response_started(self) -> bool:

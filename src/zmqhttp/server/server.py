@@ -120,6 +120,11 @@ class Server:
         if self._adapter is None:
             # Before binding: an app we cannot run must not leave a bound socket.
             self._adapter = make_adapter(self.app, config)
+        try:
+            await self._adapter.startup()  # ASGI lifespan: before accepting requests
+        except BaseException:
+            self._adapter.close()
+            raise
         if self._context is None:
             self._context = zmq.Context()
         ipv6 = any(":" in host or host in ("*", "::") for host, _ in binds)
@@ -168,6 +173,13 @@ class Server:
             await asyncio.wait_for(self._empty.wait(), limit)
         except TimeoutError:
             log.warning("graceful shutdown timed out; closing %d connections", len(self._conns))
+        for conn in list(self._conns.values()):
+            conn.close()
+        if self._adapter is not None:
+            try:
+                await self._adapter.shutdown()
+            except Exception:
+                log.exception("error during application shutdown")
         self._close_now()
 
     def close(self) -> None:

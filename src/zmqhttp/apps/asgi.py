@@ -1,0 +1,253 @@
+"""ASGI 3 (and ASGI 2) HTTP on the event loop.
+
+Strategy: each request runs the app as one task on the server's loop; no
+threads, no hand-off. ``receive()`` reads the request body straight from the
+cycle's :class:`~zmqhttp.server.body.RequestBody` (woken by its listener when
+bytes arrive) and sends ``100 Continue`` on the first call. ``send()`` holds the
+response head until the first body message, so a response given whole gets a
+Content-Length instead of chunked coding, and awaits the cycle's output waiter
+while the client is slower than the app (backpressure, never unbounded memory).
+App misuse is logged and answered with a 500 or a closed connection, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from zmqhttp.apps.lifespan import Lifespan
+from zmqhttp.config import Config
+from zmqhttp.errors import LocalProtocolError
+from zmqhttp.http.events import Headers
+from zmqhttp.server.cycle import RequestCycle
+
+__all__ = ["ASGIAdapter", "asgi2_to_asgi3", "build_scope"]
+
+log = logging.getLogger("zmqhttp.error")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+                   Awaitable[None]]
+
+# Most body bytes one http.request message carries.
+_RECEIVE_CHUNK = 256 * 1024
+_ERROR_BODY = b"Internal Server Error\n"
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+def asgi2_to_asgi3(app: Any) -> ASGIApp:
+    """Wrap an ASGI 2 (double-callable) application as ASGI 3."""
+
+    async def asgi3(scope: Scope, receive: Any, send: Any) -> None:
+        instance = app(scope)
+        await instance(receive, send)
+
+    return asgi3
+
+
+def build_scope(cycle: RequestCycle, state: dict[str, Any]) -> Scope:
+    """The ASGI ``http`` scope for ``cycle`` (ASGI spec 2.4)."""
+    request = cycle.request
+    raw_path = request.path
+    path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    root_path = cycle.root_path
+    if root_path and not (path == root_path or path.startswith(root_path + "/")):
+        # A proxy that strips the prefix: the app still sees its full path.
+        path = root_path + path
+        raw_path = root_path.encode("utf-8") + raw_path
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": request.http_version,
+        "method": request.method.decode("ascii"),
+        "scheme": cycle.scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": request.query,
+        "root_path": root_path,
+        "headers": request.headers,
+        "client": cycle.client,
+        "server": cycle.server,
+        "state": dict(state),
+    }
+
+
+class _Phase(enum.Enum):
+    #: Waiting for http.response.start.
+    START = "START"
+    #: Start received; the head waits for the first body message.
+    HEAD = "HEAD"
+    #: Head sent; body messages stream.
+    BODY = "BODY"
+    #: The response is complete.
+    DONE = "DONE"
+
+
+class _Exchange:
+    """One request/response between the server and the app."""
+
+    def __init__(self, cycle: RequestCycle, scope: Scope) -> None:
+        self.cycle = cycle
+        self.scope = scope
+        self.phase = _Phase.START
+        self._status = 200
+        self._headers: Headers = []
+        self._body_done = False
+        self._wakeup = asyncio.Event()
+        cycle.body.listener = self._wakeup.set
+
+    async def run(self, app: ASGIApp) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self._fail()
+            raise
+        except Exception as exc:
+            if not self.cycle.disconnected:
+                request = self.cycle.request
+                log.error("Exception in ASGI application for %s %s",
+                          request.method.decode("latin-1"), request.target.decode("latin-1"),
+                          exc_info=exc)
+            self._fail()
+        else:
+            if self.phase is not _Phase.DONE and not self.cycle.disconnected:
+                log.error("ASGI callable returned without completing the response")
+                self._fail()
+        finally:
+            self.cycle.body.listener = None
+
+    def _fail(self) -> None:
+        """500 if nothing was sent yet, else close: the response cannot be trusted."""
+        cycle = self.cycle
+        if self.phase in (_Phase.START, _Phase.HEAD) and not cycle.disconnected:
+            headers: Headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", b"%d" % len(_ERROR_BODY))]
+            self.phase = _Phase.DONE
+            cycle.respond(500, headers, _ERROR_BODY)
+        elif self.phase is _Phase.BODY:
+            self.phase = _Phase.DONE
+            cycle.abort()
+
+    # -- receive -----------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        cycle = self.cycle
+        while True:
+            if cycle.disconnected:
+                return _DISCONNECT
+            if not self._body_done:
+                message = self._read_body()
+                if message is not None:
+                    return message
+            elif self.phase is _Phase.DONE:
+                return _DISCONNECT
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _read_body(self) -> Message | None:
+        body = self.cycle.body
+        try:
+            data = body.read_nowait(_RECEIVE_CHUNK)  # the first call may send 100
+        except Exception:
+            return _DISCONNECT  # client gone or body timed out
+        if data is None:
+            return None
+        more = bool(data) and not body.exhausted
+        if not more:
+            self._body_done = True
+        return {"type": "http.request", "body": data, "more_body": more}
+
+    # -- send --------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        kind = message.get("type")
+        phase = self.phase
+        if phase is _Phase.START and kind == "http.response.start":
+            self._start(message)
+        elif phase in (_Phase.HEAD, _Phase.BODY) and kind == "http.response.body":
+            self._body(message)
+            waiter = self.cycle.output_waiter()
+            if waiter is not None:
+                await waiter
+        elif self.cycle.disconnected:
+            return  # the client is gone: further messages are dropped
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in state {phase.name}")
+
+    def _start(self, message: Message) -> None:
+        status = message.get("status")
+        if not isinstance(status, int):
+            raise LocalProtocolError(f"invalid ASGI status {status!r}")
+        try:
+            self._headers = [(bytes(name), bytes(value)) for name, value in
+                             message.get("headers", ())]
+        except (TypeError, ValueError):
+            raise LocalProtocolError("ASGI headers must be pairs of bytes") from None
+        self._status = status
+        self.phase = _Phase.HEAD
+
+    def _body(self, message: Message) -> None:
+        data = bytes(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+        cycle = self.cycle
+        if cycle.disconnected:
+            self.phase = _Phase.DONE if not more else self.phase
+            return
+        if self.phase is _Phase.HEAD:
+            if not more:
+                self.phase = _Phase.DONE
+                cycle.respond(self._status, self._with_length(data), data)
+                self._wakeup.set()
+                return
+            self.phase = _Phase.BODY
+            cycle.start_response(self._status, self._headers)
+        if data:
+            cycle.send_data(data)
+        if not more:
+            self.phase = _Phase.DONE
+            cycle.end_response()
+            self._wakeup.set()
+
+    def _with_length(self, body: bytes) -> Headers:
+        headers = self._headers
+        if self._status in (204, 304) or (not body and self.cycle.request.method == b"HEAD"):
+            return headers
+        if any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
+            return headers
+        return [*headers, (b"content-length", b"%d" % len(body))]
+
+
+class ASGIAdapter:
+    """Runs an ASGI application: one task per request, lifespan around the server's life.
+
+    Args:
+        app: an ASGI 3 callable (wrap ASGI 2 apps with :func:`asgi2_to_asgi3`).
+        config: the server's settings (``lifespan`` is read here).
+    """
+
+    def __init__(self, app: ASGIApp, config: Config) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self._lifespan = Lifespan(app, config.lifespan, self.state)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handle(self, cycle: RequestCycle) -> None:
+        exchange = _Exchange(cycle, build_scope(cycle, self.state))
+        task = asyncio.get_running_loop().create_task(exchange.run(self.app))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def startup(self) -> None:
+        await self._lifespan.startup()
+
+    async def shutdown(self) -> None:
+        await self._lifespan.shutdown()
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
