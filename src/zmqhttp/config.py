@@ -95,6 +95,16 @@ class Config:
     #: the kernel (ZMQ_TCP_MAXRT); it is the only way out of a full pipe.
     timeout_send: float = 60.0
 
+    #: Largest WebSocket message (uvicorn's default); larger closes with 1009.
+    ws_max_size: int = 16 * MIB
+    #: WebSocket messages received but not yet read by the app; more closes
+    #: with 1008 (a ZMQ_STREAM peer cannot be paused, so this bounds memory).
+    ws_max_queue: int = 32
+    #: Seconds between keep-alive pings on a WebSocket; 0 disables them.
+    ws_ping_interval: float = 20.0
+    #: Seconds to wait for the pong before dropping the connection.
+    ws_ping_timeout: float = 20.0
+
     #: libzmq per-connection outbound queue, in messages (each <= 64 KiB):
     #: 64 bounds a stuck reader at 4 MiB inside libzmq.
     sndhwm: int = 64

@@ -18,6 +18,7 @@ __all__ = [
     "RequestTimeout",
     "ServiceUnavailable",
     "URITooLong",
+    "UpgradeRequired",
     "VersionNotSupported",
     "ZmqHttpError",
 ]
@@ -36,6 +37,8 @@ class ProtocolError(ZmqHttpError):
     """
 
     status: int = 400
+    #: Extra fields for the error response (e.g. 426's Sec-WebSocket-Version).
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -49,6 +52,13 @@ class BadRequest(ProtocolError):
 
 class RequestTimeout(ProtocolError):
     status = 408
+
+
+class UpgradeRequired(ProtocolError):
+    """426: a WebSocket version we do not speak (RFC 6455 §4.4)."""
+
+    status = 426
+    headers = ((b"Sec-WebSocket-Version", b"13"),)
 
 
 class ContentTooLarge(ProtocolError):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from zmqhttp.apps.asgi_ws import WebSocketExchange, websocket_scope
 from zmqhttp.apps.lifespan import Lifespan
 from zmqhttp.config import Config
 from zmqhttp.errors import LocalProtocolError
@@ -138,14 +139,13 @@ class _Exchange:
     async def receive(self) -> Message:
         cycle = self.cycle
         while True:
-            if cycle.disconnected:
+            # After the response, even an unread body is over (ASGI spec 2.4).
+            if cycle.disconnected or self.phase is _Phase.DONE:
                 return _DISCONNECT
             if not self._body_done:
                 message = self._read_body()
                 if message is not None:
                     return message
-            elif self.phase is _Phase.DONE:
-                return _DISCONNECT
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -237,8 +237,15 @@ class ASGIAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, cycle: RequestCycle) -> None:
-        exchange = _Exchange(cycle, build_scope(cycle, self.state))
-        task = asyncio.get_running_loop().create_task(exchange.run(self.app))
+        self._spawn(_Exchange(cycle, build_scope(cycle, self.state)).run(self.app))
+
+    def handle_websocket(self, cycle: RequestCycle) -> None:
+        """A checked WebSocket handshake: run the app with a ``websocket`` scope."""
+        scope = websocket_scope(build_scope(cycle, self.state), cycle)
+        self._spawn(WebSocketExchange(cycle, scope).run(self.app))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

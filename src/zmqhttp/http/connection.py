@@ -71,6 +71,8 @@ class RequestState(enum.Enum):
     MUST_CLOSE = "MUST_CLOSE"
     #: The peer closed, or an error ended the connection.
     CLOSED = "CLOSED"
+    #: A 101 went out: the connection speaks another protocol (WebSocket).
+    SWITCHED = "SWITCHED"
 
 
 class ResponseState(enum.Enum):
@@ -274,17 +276,43 @@ class ServerConnection:
         ]
         if status == 503:
             headers.append((b"Retry-After", b"1"))
+        headers.extend(getattr(error, "headers", ()))
         head = self._start_response(Response(status, headers))
         return head + self.send(Data(body)) + self._end_response()
 
     def _send_continue(self, event: InformationalResponse) -> bytes:
+        if event.status == 101:
+            return self._switch_protocols(event)
         if event.status != 100:
-            # 101 would switch protocols, which we do not; others are not sent.
             raise LocalProtocolError(f"cannot send informational status {event.status}")
         if not self.they_are_waiting_for_100_continue:
             return b""  # never to 1.0 clients (RFC 9110 §10.1.1), never twice
         self._sent_continue = True
         return _CONTINUE
+
+    def _switch_protocols(self, event: InformationalResponse) -> bytes:
+        """101 for a complete upgrade request (RFC 9110 §15.2.2); HTTP ends here."""
+        request = self.request
+        if (
+            request is None
+            or request.upgrade is None
+            or self.request_state is not RequestState.DONE
+            or self.response_state is not ResponseState.IDLE
+        ):
+            raise LocalProtocolError("101 is only for a complete upgrade request")
+        head = render_head(101, b"Switching Protocols", event.headers)
+        self.request_state = RequestState.SWITCHED
+        self.response_state = ResponseState.DONE
+        return head
+
+    def trailing_data(self) -> bytes:
+        """After a 101: the bytes received after the handshake, for the new protocol."""
+        if self.request_state is not RequestState.SWITCHED:
+            raise LocalProtocolError("the protocol was not switched")
+        data = self._reader.take_held() + b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        return data
 
     def _start_response(self, event: Response) -> bytes:
         if self.response_state is not ResponseState.IDLE:
@@ -403,6 +431,7 @@ class ServerConnection:
         self._start_cycle()
 
     def _start_cycle(self) -> None:
+        self._reader.resume()  # an upgrade answered as plain HTTP: parse what followed
         self.request = None
         self.request_state = RequestState.IDLE
         self.response_state = ResponseState.IDLE

@@ -59,6 +59,9 @@ class Request:
         chunked: the body uses the chunked transfer coding.
         expect_continue: the client sent ``Expect: 100-continue`` and is HTTP/1.1.
         keep_alive: the client allows the connection to persist (RFC 9112 §9.3).
+        upgrade: ``b"websocket"`` when the request asks to switch to WebSocket
+            (Upgrade and Connection: upgrade); the server may accept it with a
+            101 or answer it as plain HTTP.
     """
 
     method: bytes
@@ -72,6 +75,7 @@ class Request:
     chunked: bool = False
     expect_continue: bool = False
     keep_alive: bool = True
+    upgrade: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,10 @@ class RequestReader:
         self._section_new = False
         #: Bytes of the open section counted so far (a lower bound).
         self._section_raw = 0
+        self._holding = False
+        self._upgrade_pending = False
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._reset_message()
 
     @property
@@ -93,6 +97,9 @@ class RequestReader:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; events and errors are appended to the queue."""
+        if self._holding:
+            self._hold(data)
+            return
         for start in range(0, len(data), _FEED_SLICE):
             if self._broken:
                 return
@@ -108,14 +115,54 @@ class RequestReader:
                 self._parser.feed_data(data)
                 data = b""
             except httptools.HttpParserUpgrade as upgrade:
-                # We do not switch protocols (RFC 9110 §7.8 lets a server
-                # ignore Upgrade); llhttp stopped at the end of the head.
-                data = self._consume_manual_body(data[upgrade.args[0] :])
+                rest = data[upgrade.args[0] :]
+                if self._upgrade_pending:
+                    # A WebSocket handshake: whatever follows belongs to the
+                    # new protocol if the server switches, else it is HTTP.
+                    self._holding = True
+                    self._hold(rest)
+                    return
+                # Otherwise we do not switch protocols (RFC 9110 §7.8 lets a
+                # server ignore Upgrade); llhttp stopped at the end of the head.
+                data = self._consume_manual_body(rest)
             except httptools.HttpParserError as exc:
                 self._fail(self._error_from(exc))
                 return
         if self._section_open and not self._broken:
             self._count_section(size)
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes > self._limits.max_pipeline_bytes:
+            self._holding = False
+            self._held.clear()
+            self._fail(BadRequest("too much data after an upgrade request"))
+
+    @property
+    def holding(self) -> bool:
+        """True while bytes after a WebSocket handshake wait for the server's decision."""
+        return self._holding
+
+    def take_held(self) -> bytes:
+        """The protocol was switched: hand over the bytes after the handshake."""
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        self._broken = True  # nothing more is HTTP on this connection
+        return data
+
+    def resume(self) -> None:
+        """The upgrade was refused: parse the held bytes as HTTP."""
+        if not self._holding:
+            return
+        self._holding = False
+        self._upgrade_pending = False
+        held = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        if held:
+            self.feed(held)
 
     def _count_section(self, size: int) -> None:
         # httptools holds a field line until it ends: a field that never ends
@@ -238,10 +285,12 @@ class RequestReader:
         target = b"".join(self._url)
         host, path, query = self._resolve_target(method, target, headers, version)
         content_length, chunked = self._framing(headers, version)
+        upgrade = self._upgrade_token(headers) if parser.should_upgrade() else None
         if parser.should_upgrade() and (chunked or content_length):
             if chunked:
                 raise NotImplementedByServer("chunked body with Upgrade not supported")
             self._manual_body = content_length or 0
+        self._upgrade_pending = upgrade is not None and not self._manual_body
         tokens = connection_tokens(get_header(headers, b"connection"))
         keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
         expect = version == "1.1" and any(
@@ -260,7 +309,17 @@ class RequestReader:
             chunked=chunked,
             expect_continue=expect and has_body,
             keep_alive=keep_alive,
+            upgrade=upgrade,
         )
+
+    @staticmethod
+    def _upgrade_token(headers: Headers) -> bytes | None:
+        """``b"websocket"`` if the client asks for it (RFC 6455 §4.1), else None."""
+        for value in get_header(headers, b"upgrade"):
+            for token in value.split(b","):
+                if token.strip(b" \t").lower().split(b"/")[0] == b"websocket":
+                    return b"websocket"
+        return None
 
     def _resolve_target(
         self, method: bytes, target: bytes, headers: Headers, version: str

@@ -36,9 +36,11 @@ from zmqhttp.http.events import (
     Response,
 )
 from zmqhttp.http.limits import Limits
+from zmqhttp.http.websocket import accept_headers, check_handshake
 from zmqhttp.server.body import ClientDisconnected, NoBody, RequestBody
 from zmqhttp.server.clock import Clock
 from zmqhttp.server.cycle import AppAdapter, RequestCycle
+from zmqhttp.server.websocket import WebSocketListener, WebSocketSession
 from zmqhttp.transport.stream import SendResult, StreamTransport
 
 __all__ = ["Connection", "ConnectionOwner", "Deadline"]
@@ -62,6 +64,10 @@ class Deadline(enum.Enum):
     KEEP_ALIVE = "keep-alive"
     #: Response sent with Connection: close; waiting for the client to close.
     LINGER = "linger"
+    #: WebSocket: time to send a keep-alive ping.
+    PING = "ping"
+    #: WebSocket: a ping went out; the pong must come before this.
+    PONG = "pong"
 
 
 class ConnectionOwner(Protocol):
@@ -109,6 +115,8 @@ class Connection:
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
         self.cycle: RequestCycle | None = None
+        #: Set once a WebSocket handshake was accepted; HTTP is over then.
+        self.ws: WebSocketSession | None = None
         self.closed = False
         self.lingering = False
         self._close_delimited = False
@@ -119,6 +127,9 @@ class Connection:
     # -- transport events ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self.ws.receive_data(data)
+            return
         if self.deadline_kind is Deadline.KEEP_ALIVE:
             self._set_deadline(Deadline.HEADER)  # a new request begins
         self.http.receive_data(data)
@@ -127,6 +138,8 @@ class Connection:
 
     def connection_lost(self) -> None:
         """The peer closed (or libzmq dropped it); free everything."""
+        if self.ws is not None:
+            self.ws.receive_data(None)
         self.http.receive_data(b"")
         self._teardown(ClientDisconnected("client disconnected"))
 
@@ -192,6 +205,14 @@ class Connection:
             self._set_deadline(Deadline.BODY)
         else:
             self.deadline = None  # the app has the request; it sets the pace
+        if request.upgrade == b"websocket" and hasattr(owner.adapter, "handle_websocket"):
+            try:
+                cycle.websocket_key = check_handshake(request)
+            except ProtocolError as error:
+                self._protocol_error(error)  # never reaches the app (RFC 6455 §4.2.1)
+                return
+            owner.adapter.handle_websocket(cycle)
+            return
         owner.adapter.handle(cycle)
 
     def _protocol_error(self, error: ProtocolError) -> None:
@@ -382,6 +403,8 @@ class Connection:
     def _teardown(self, reason: ClientDisconnected) -> None:
         if self.closed:
             return
+        if self.ws is not None and not self.ws.closed:
+            self.ws.receive_data(None)  # the app hears 1006
         self.closed = True
         self._out.clear()
         self._out_bytes = 0
@@ -404,7 +427,9 @@ class Connection:
         # Idle is judged first: refusing keep-alive makes the connection MUST_CLOSE.
         idle = self.cycle is None and self.http.idle and not self._out
         self.http.allow_keep_alive(False)
-        if idle:
+        if self.ws is not None:
+            self.ws.shutdown()  # 1012 to both ends; the client then closes
+        elif idle:
             self.close()
 
     # -- deadlines ----------------------------------------------------------------
@@ -425,9 +450,64 @@ class Connection:
         """Called by the server's sweep when :attr:`deadline` is in the past."""
         kind = self.deadline_kind
         self.deadline = None
-        if kind is Deadline.HEADER and not self.http.idle:
+        if self.ws is not None and kind in (Deadline.PING, Deadline.PONG):
+            self._websocket_deadline(kind)
+        elif kind is Deadline.HEADER and not self.http.idle:
             self._protocol_error(RequestTimeout("request head not received in time"))
         elif kind is Deadline.BODY and self.cycle is not None:
             self._protocol_error(RequestTimeout("request body not received in time"))
         else:
             self.close()  # idle, keep-alive, draining or lingering: just close
+
+    # -- WebSocket (after a 101) ----------------------------------------------------
+
+    def accept_websocket(self, cycle: RequestCycle, subprotocol: str | None,
+                         headers: Headers, listener: WebSocketListener) -> None:
+        """Send the 101 and hand the connection to a :class:`WebSocketSession`."""
+        if cycle is not self.cycle or self.closed or self.ws is not None:
+            return
+        config = self.owner.config
+        fields = accept_headers(cycle.websocket_key, subprotocol, headers)
+        try:
+            self._queue(self.http.send(InformationalResponse(101, fields)))
+        except LocalProtocolError as error:
+            self._app_error(cycle, error)
+            return
+        cycle.status = 101
+        cycle.response_headers = fields
+        self.ws = WebSocketSession(
+            self._queue, self._websocket_closed, listener,
+            max_size=config.ws_max_size, max_queue=config.ws_max_queue,
+            trailing=self.http.trailing_data(),
+        )
+        if config.ws_ping_interval > 0 and not self.closed:
+            self._set_deadline(Deadline.PING)
+        elif not self.closed:
+            self.deadline = None
+
+    def websocket_send(self, cycle: RequestCycle, data: str | bytes) -> None:
+        if cycle is self.cycle and self.ws is not None:
+            self.ws.send_message(data)
+
+    def websocket_close(self, cycle: RequestCycle, code: int, reason: str) -> None:
+        if cycle is self.cycle and self.ws is not None:
+            self.ws.close(code, reason)
+
+    def _websocket_closed(self) -> None:
+        cycle = self.cycle
+        if cycle is not None:
+            self._finish_cycle(cycle)
+        self._close_when_flushed()
+
+    def _websocket_deadline(self, kind: Deadline) -> None:
+        ws = self.ws
+        assert ws is not None
+        if kind is Deadline.PING:
+            ws.ping()
+            self._set_deadline(Deadline.PONG)
+        elif ws.awaiting_pong:
+            ws.receive_data(None)  # no pong in time: the peer is gone (1006)
+            self.close()
+        else:
+            self._set_deadline(Deadline.PING)
+

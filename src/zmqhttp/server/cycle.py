@@ -20,6 +20,7 @@ from zmqhttp.server.flow import FlowControl
 
 if TYPE_CHECKING:
     from zmqhttp.server.connection import Connection
+    from zmqhttp.server.websocket import WebSocketListener
 
 __all__ = ["AppAdapter", "RequestCycle"]
 
@@ -79,6 +80,7 @@ class RequestCycle:
         "started",
         "started_mono",
         "status",
+        "websocket_key",
     )
 
     def __init__(
@@ -105,6 +107,8 @@ class RequestCycle:
         self._high_water = high_water
         self._queued = 0
         self._waiters: list[asyncio.Future[None]] = []
+        #: The Sec-WebSocket-Key of a checked WebSocket handshake.
+        self.websocket_key = b""
         self.client = client
         self.server = server
         self.scheme = scheme
@@ -198,3 +202,17 @@ class RequestCycle:
     def abort(self) -> None:
         """The response cannot be completed: close the connection."""
         self._conn.abort_cycle(self)
+
+    # -- WebSocket (loop side) -----------------------------------------------------
+
+    def accept_websocket(self, subprotocol: str | None, headers: Headers,
+                         listener: WebSocketListener) -> None:
+        """Answer the handshake with 101; frames then go to ``listener``."""
+        self._conn.accept_websocket(self, subprotocol, headers, listener)
+
+    def websocket_send(self, data: str | bytes) -> None:
+        self._conn.websocket_send(self, data)
+
+    def websocket_close(self, code: int = 1000, reason: str = "") -> None:
+        self._conn.websocket_close(self, code, reason)
+

@@ -76,6 +76,8 @@ class Server:
             Deadline.BODY: self.config.timeout_request_body,
             Deadline.KEEP_ALIVE: self.config.timeout_keep_alive,
             Deadline.LINGER: self.config.timeout_linger,
+            Deadline.PING: self.config.ws_ping_interval,
+            Deadline.PONG: self.config.ws_ping_timeout,
         }
         self._inbox: LoopInbox | None = None
         self.app = app
