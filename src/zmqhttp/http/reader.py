@@ -31,7 +31,6 @@ from zmqhttp.errors import (
 from zmqhttp.http.events import Data, EndOfMessage, Headers, Request
 from zmqhttp.http.fields import (
     connection_tokens,
-    get_header,
     parse_transfer_coding,
     split_target,
     valid_host,
@@ -45,6 +44,12 @@ __all__ = ["ParseError", "RequestReader"]
 # Limits.max_head plus one slice for a field that never ends.
 _FEED_SLICE: Final = 64 * 1024
 _FIELD_OVERHEAD: Final = 4  # ": " and CRLF of a field line
+# Fields the server's own rules read; on_header sets them aside as they come.
+_FRAMING_NAMES: Final = frozenset(
+    {b"host", b"transfer-encoding", b"content-length", b"connection", b"expect", b"upgrade"}
+)
+_NONE: Final[list[bytes]] = []
+_END: Final = EndOfMessage()
 
 
 class ParseError:
@@ -199,6 +204,8 @@ class RequestReader:
         self._url_len = 0
         self._headers: Headers = []
         self._trailers: Headers = []
+        self._special: dict[bytes, list[bytes]] = {}
+        self._field_count = 0
         self._head_size = 0
         self._body_received = 0
         self._manual_body = 0
@@ -232,18 +239,27 @@ class RequestReader:
             raise URITooLong("request-target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self._limits
         size = len(name) + len(value) + _FIELD_OVERHEAD
-        if size > self._limits.max_field_size:
+        if size > limits.max_field_size:
             raise HeaderFieldsTooLarge("header field too large")
         self._head_size += size
-        if self._head_size > self._limits.max_head:
+        if self._head_size > limits.max_head:
             raise HeaderFieldsTooLarge("request head too large")
-        fields = self._headers if self._in_head else self._trailers
-        if len(self._headers) + len(self._trailers) >= self._limits.max_fields:
+        self._field_count += 1
+        if self._field_count > limits.max_fields:
             raise HeaderFieldsTooLarge("too many header fields")
-        # RFC 9110 §5.5: OWS around a value is not part of it; llhttp drops only
-        # the leading OWS.
-        fields.append((name.lower(), value.rstrip(b" \t")))
+        name = name.lower()
+        if value[-1:] in b" \t":
+            # RFC 9110 §5.5: OWS around a value is not part of it; llhttp drops
+            # only the leading OWS. (Also true for b"", which strips to itself.)
+            value = value.rstrip(b" \t")
+        if not self._in_head:
+            self._trailers.append((name, value))
+            return
+        self._headers.append((name, value))
+        if name in _FRAMING_NAMES:  # gathered once here instead of scanned per rule
+            self._special.setdefault(name, []).append(value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -268,7 +284,8 @@ class RequestReader:
         self._section_open = False
         if self._manual_body:
             return  # llhttp ends an Upgrade request at its head; we read the body
-        self._queue.append(EndOfMessage(self._trailers))
+        # The common case shares one immutable event.
+        self._queue.append(EndOfMessage(self._trailers) if self._trailers else _END)
         self._in_message = False
 
     # -- the server's rules for a request head -------------------------------
@@ -282,19 +299,27 @@ class RequestReader:
         if method == b"CONNECT":
             raise NotImplementedByServer("CONNECT is not supported")
         headers = self._headers
+        special = self._special
         target = b"".join(self._url)
-        host, path, query = self._resolve_target(method, target, headers, version)
-        content_length, chunked = self._framing(headers, version)
-        upgrade = self._upgrade_token(headers) if parser.should_upgrade() else None
+        host, path, query = self._resolve_target(
+            method, target, special.get(b"host", _NONE), version
+        )
+        content_length, chunked = self._framing(special, version)
+        upgrade = (
+            self._upgrade_token(special.get(b"upgrade", _NONE))
+            if parser.should_upgrade()
+            else None
+        )
         if parser.should_upgrade() and (chunked or content_length):
             if chunked:
                 raise NotImplementedByServer("chunked body with Upgrade not supported")
             self._manual_body = content_length or 0
         self._upgrade_pending = upgrade is not None and not self._manual_body
-        tokens = connection_tokens(get_header(headers, b"connection"))
+        connection = special.get(b"connection")
+        tokens = connection_tokens(connection) if connection else set()
         keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
         expect = version == "1.1" and any(
-            v.strip(b" \t").lower() == b"100-continue" for v in get_header(headers, b"expect")
+            v.strip(b" \t").lower() == b"100-continue" for v in special.get(b"expect", _NONE)
         )
         has_body = chunked or bool(content_length)
         return Request(
@@ -313,19 +338,18 @@ class RequestReader:
         )
 
     @staticmethod
-    def _upgrade_token(headers: Headers) -> bytes | None:
+    def _upgrade_token(values: list[bytes]) -> bytes | None:
         """``b"websocket"`` if the client asks for it (RFC 6455 §4.1), else None."""
-        for value in get_header(headers, b"upgrade"):
+        for value in values:
             for token in value.split(b","):
                 if token.strip(b" \t").lower().split(b"/")[0] == b"websocket":
                     return b"websocket"
         return None
 
     def _resolve_target(
-        self, method: bytes, target: bytes, headers: Headers, version: str
+        self, method: bytes, target: bytes, hosts: list[bytes], version: str
     ) -> tuple[bytes, bytes, bytes]:
         """Return (host, path, query) per RFC 9112 §3.2 and §3.2.2."""
-        hosts = get_header(headers, b"host")
         if len(hosts) > 1:
             raise BadRequest("more than one Host field")
         if not hosts and version == "1.1":
@@ -355,16 +379,16 @@ class RequestReader:
             host += b":%d" % url.port
         return host, url.path or b"/", url.query or b""
 
-    def _framing(self, headers: Headers, version: str) -> tuple[int | None, bool]:
+    def _framing(self, special: dict[bytes, list[bytes]], version: str) -> tuple[int | None, bool]:
         """Return (content_length, chunked) per RFC 9112 §6."""
-        codings = get_header(headers, b"transfer-encoding")
+        codings = special.get(b"transfer-encoding")
         if codings:
             if version == "1.0":
                 # RFC 9112 §6.1: framing of a 1.0 message with TE is faulty.
                 raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
             parse_transfer_coding(codings)
             return None, True
-        lengths = get_header(headers, b"content-length")
+        lengths = special.get(b"content-length")
         if not lengths:
             return 0, False
         length = int(lengths[0])  # llhttp allowed one field of digits only

@@ -42,6 +42,14 @@ _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
 _BAD_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# Status lines by code, and field names already found to be tokens: apps send
+# the same few names again and again (bounded, so hostile names cannot grow it).
+_STATUS_LINES: Final = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+                        for code, phrase in _REASONS.items()}
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX: Final = 1024
+
+
 def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"")
 
@@ -55,11 +63,22 @@ def render_head(status: int, reason: bytes, headers: Headers) -> bytes:
     """
     if not 100 <= status <= 999:
         raise LocalProtocolError(f"invalid status code {status}")
-    if _BAD_REASON.search(reason) is not None:
-        raise LocalProtocolError(f"invalid reason phrase {reason!r}")
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+    if reason:
+        if _BAD_REASON.search(reason) is not None:
+            raise LocalProtocolError(f"invalid reason phrase {reason!r}")
+        status_line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    else:
+        status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (
+            status, reason_phrase(status))
+    parts = [status_line]
+    good = _GOOD_NAMES
     for name, value in headers:
-        if _TOKEN.match(name) is None or _BAD_VALUE.search(value) is not None:
+        if name not in good:
+            if _TOKEN.match(name) is None:
+                raise LocalProtocolError(f"invalid response header {name!r}")
+            if len(good) < _GOOD_NAMES_MAX:
+                good.add(name)
+        if _BAD_VALUE.search(value) is not None:
             raise LocalProtocolError(f"invalid response header {name!r}")
         parts.append(b"%s: %s\r\n" % (name, value))
     parts.append(b"\r\n")
