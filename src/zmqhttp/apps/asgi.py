@@ -7,7 +7,10 @@ bytes arrive) and sends ``100 Continue`` on the first call. ``send()`` holds the
 response head until the first body message, so a response given whole gets a
 Content-Length instead of chunked coding, and awaits the cycle's output waiter
 while the client is slower than the app (backpressure, never unbounded memory).
-App misuse is logged and answered with a 500 or a closed connection, never a hang.
+Once the client is gone, ``send()`` raises an :class:`OSError`
+(:class:`~zmqhttp.server.body.ClientDisconnected`, ASGI spec 2.4) and ``receive()``
+returns ``http.disconnect``. App misuse is logged and answered with a 500 or a
+closed connection, never a hang.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from zmqhttp.apps.lifespan import Lifespan
 from zmqhttp.config import Config
 from zmqhttp.errors import LocalProtocolError
 from zmqhttp.http.events import Headers
+from zmqhttp.server.body import ClientDisconnected
 from zmqhttp.server.cycle import RequestCycle
 
 __all__ = ["ASGIAdapter", "asgi2_to_asgi3", "build_scope"]
@@ -102,6 +106,12 @@ class _Exchange:
         self._wakeup = asyncio.Event()
         cycle.body.listener = self._wakeup.set
 
+    @property
+    def gone(self) -> bool:
+        """The client left, or the server ended the exchange (a timeout, a framing error)."""
+        cycle = self.cycle
+        return cycle.disconnected or (cycle.finished and self.phase is not _Phase.DONE)
+
     async def run(self, app: ASGIApp) -> None:
         try:
             await app(self.scope, self.receive, self.send)
@@ -109,14 +119,14 @@ class _Exchange:
             self._fail()
             raise
         except Exception as exc:
-            if not self.cycle.disconnected:
+            if not self.gone:
                 request = self.cycle.request
                 log.error("Exception in ASGI application for %s %s",
                           request.method.decode("latin-1"), request.target.decode("latin-1"),
                           exc_info=exc)
             self._fail()
         else:
-            if self.phase is not _Phase.DONE and not self.cycle.disconnected:
+            if self.phase is not _Phase.DONE and not self.gone:
                 log.error("ASGI callable returned without completing the response")
                 self._fail()
         finally:
@@ -125,7 +135,9 @@ class _Exchange:
     def _fail(self) -> None:
         """500 if nothing was sent yet, else close: the response cannot be trusted."""
         cycle = self.cycle
-        if self.phase in (_Phase.START, _Phase.HEAD) and not cycle.disconnected:
+        if self.gone:
+            self.phase = _Phase.DONE
+        elif self.phase in (_Phase.START, _Phase.HEAD):
             headers: Headers = [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", b"%d" % len(_ERROR_BODY))]
             self.phase = _Phase.DONE
@@ -137,10 +149,9 @@ class _Exchange:
     # -- receive -----------------------------------------------------------------
 
     async def receive(self) -> Message:
-        cycle = self.cycle
         while True:
             # After the response, even an unread body is over (ASGI spec 2.4).
-            if cycle.disconnected or self.phase is _Phase.DONE:
+            if self.phase is _Phase.DONE or self.gone:
                 return _DISCONNECT
             if not self._body_done:
                 message = self._read_body()
@@ -166,6 +177,10 @@ class _Exchange:
 
     async def send(self, message: Message) -> None:
         kind = message.get("type")
+        if self.gone:
+            # ASGI spec 2.4: an OSError, so that a streaming app stops producing
+            # (Starlette's StreamingResponse relies on it instead of receive()).
+            raise ClientDisconnected("client disconnected")
         phase = self.phase
         if phase is _Phase.START and kind == "http.response.start":
             self._start(message)
@@ -174,8 +189,6 @@ class _Exchange:
             waiter = self.cycle.output_waiter()
             if waiter is not None:
                 await waiter
-        elif self.cycle.disconnected:
-            return  # the client is gone: further messages are dropped
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in state {phase.name}")
 
@@ -195,9 +208,6 @@ class _Exchange:
         data = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
         cycle = self.cycle
-        if cycle.disconnected:
-            self.phase = _Phase.DONE if not more else self.phase
-            return
         if self.phase is _Phase.HEAD:
             if not more:
                 self.phase = _Phase.DONE
@@ -258,3 +268,4 @@ class ASGIAdapter:
     def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self._lifespan.close()

@@ -23,6 +23,11 @@ log = logging.getLogger("zmqhttp.error")
 _SHUTDOWN_TIMEOUT = 30.0
 
 
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
 class LifespanFailure(ZmqHttpError):
     """Startup failed: the server must not start (the CLI exits non-zero)."""
 
@@ -62,7 +67,10 @@ class Lifespan:
         await self._messages.put({"type": "lifespan.startup"})
         await self._started.wait()
         if self._failure is not None:
-            raise LifespanFailure(f"application startup failed: {self._failure}")
+            if "\n" in self._failure.strip():
+                # Starlette sends a whole traceback: log it, keep the error one line.
+                log.error("Application startup failed:\n%s", self._failure)
+            raise LifespanFailure(f"application startup failed: {_last_line(self._failure)}")
         if self._error is not None and self._mode == "on":
             raise LifespanFailure(f"application startup failed: {self._error!r}")
         if self._startup_complete:
@@ -93,6 +101,8 @@ class Lifespan:
         }
         try:
             await self._app(scope, self._receive, self._send)
+        except asyncio.CancelledError:
+            raise  # the server is closing without a shutdown (forced stop)
         except BaseException as exc:
             self._error = exc
             if self._startup_complete:
@@ -106,6 +116,11 @@ class Lifespan:
         finally:
             self._started.set()
             self._stopped.set()
+
+    def close(self) -> None:
+        """Forced stop: end the app's lifespan call without a shutdown event."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def _receive(self) -> dict[str, Any]:
         return await self._messages.get()
