@@ -111,6 +111,10 @@ class ServerThread:
         """Graceful stop (in-flight requests finish), bounded by ``timeout``."""
         if not self._thread.is_alive():
             return
+        if self.server.closed:
+            # Already closed (server.close()): the loop is ending on its own.
+            self._thread.join(timeout + 5)
+            return
         future = asyncio.run_coroutine_threadsafe(self.server.stop(timeout), self._loop)
         self._thread.join(timeout + 5)
         if future.done() and future.exception() is not None:

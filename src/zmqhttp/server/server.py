@@ -234,6 +234,11 @@ class Server:
         return self._adapter
 
     @property
+    def closed(self) -> bool:
+        """True once the server stopped (gracefully or not)."""
+        return self._closed is not None and self._closed.is_set()
+
+    @property
     def connection_count(self) -> int:
         return len(self._conns)
 
