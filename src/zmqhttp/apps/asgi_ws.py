@@ -7,7 +7,9 @@ Strategy: the server checked the handshake already (bad ones never get here).
 ``websocket.http.response`` extension. After accept, messages arrive through
 :class:`~zmqhttp.server.websocket.WebSocketListener` callbacks into a bounded
 deque; ``send()`` awaits the cycle's output waiter, so a slow client slows the
-app instead of filling memory.
+app instead of filling memory. Once the connection is closed, by either side,
+``websocket.send`` raises :class:`~zmqhttp.server.body.ClientDisconnected` (an
+``OSError``, ASGI spec 2.4) and a second ``websocket.close`` does nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from zmqhttp.errors import LocalProtocolError
 from zmqhttp.http.events import Headers
 from zmqhttp.http.websocket import subprotocols
+from zmqhttp.server.body import ClientDisconnected
 from zmqhttp.server.cycle import RequestCycle
 
 __all__ = ["WebSocketExchange", "websocket_scope"]
@@ -155,17 +158,19 @@ class WebSocketExchange:
                                        str(message.get("reason") or ""))
         elif phase is _Phase.RESPONSE and kind == "websocket.http.response.body":
             self._response_body(message)
+        elif phase is _Phase.CLOSED and kind == "websocket.send":
+            # ASGI spec 2.4: an OSError, so that a producer that never calls
+            # receive() stops; dropping the message would let its loop spin
+            # on the event loop without ever yielding.
+            raise ClientDisconnected("websocket closed")
         elif phase is _Phase.CLOSED or self.cycle.disconnected:
-            return  # closed: further messages are dropped
+            return  # closing twice, or a late message after a denial: nothing to do
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in state {phase.name}")
 
     def _send_connecting(self, kind: Any, message: Message) -> None:
         if kind == "websocket.accept":
-            self.phase = _Phase.CONNECTED
-            subprotocol = message.get("subprotocol")
-            headers = _headers(message.get("headers", ()))
-            self.cycle.accept_websocket(subprotocol, headers, self)
+            self._accept(message)
         elif kind == "websocket.close":
             self._deny(403)
         elif kind == "websocket.http.response.start":
@@ -173,6 +178,22 @@ class WebSocketExchange:
             self.cycle.start_response(int(message["status"]), _headers(message.get("headers", ())))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} before accept")
+
+    def _accept(self, message: Message) -> None:
+        try:
+            headers = _headers(message.get("headers", ()))
+        except LocalProtocolError:
+            self._deny(500)  # nothing went out yet: the client gets a 500
+            raise
+        self.phase = _Phase.CONNECTED
+        self.cycle.accept_websocket(message.get("subprotocol"), headers, self)
+        if self.cycle.status != 101:
+            # No 101 went out: the client left while the app decided, or the
+            # server answered 500 for fields it could not send. Either way the
+            # app must hear the end, or it would wait in receive() forever.
+            self.phase = _Phase.CLOSED
+            self._close_code = 1006
+            self._wakeup.set()
 
     def _send_data(self, message: Message) -> None:
         text = message.get("text")

@@ -110,7 +110,9 @@ class WebSocketSession:
 
     def _message(self, event: Message) -> None:  # type: ignore[type-arg]
         data = event.data
-        self._size += len(data)
+        # ws_max_size is in bytes: a text chunk counts its UTF-8 length, not
+        # its characters (up to 4 bytes each).
+        self._size += len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
         if self._size > self._max_size:
             self._close_with(CLOSE_TOO_BIG, "message too big")
             return
