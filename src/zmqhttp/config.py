@@ -97,9 +97,10 @@ class Config:
 
     #: Largest WebSocket message (uvicorn's default); larger closes with 1009.
     ws_max_size: int = 16 * MIB
-    #: WebSocket messages received but not yet read by the app; more closes
-    #: with 1008 (a ZMQ_STREAM peer cannot be paused, so this bounds memory).
-    ws_max_queue: int = 32
+    #: WebSocket messages received but not yet read by the app; more (or more
+    #: unread bytes than ws_max_size) closes with 1008: a ZMQ_STREAM peer cannot
+    #: be paused, so this bounds memory. High enough for bursts in one write.
+    ws_max_queue: int = 256
     #: Seconds between keep-alive pings on a WebSocket; 0 disables them.
     ws_ping_interval: float = 20.0
     #: Seconds to wait for the pong before dropping the connection.

@@ -460,8 +460,6 @@ def test_client_reset_is_1006_for_the_app(serve_ws: Serve) -> None:
     assert record.disconnect()["code"] == 1006
 
 
-@pytest.mark.xfail(strict=True, reason="connection.py lingers after the closing handshake "
-                   "instead of closing TCP (RFC 6455 §7.1.1); see the report")
 def test_server_closes_tcp_promptly_after_the_closing_handshake(serve_ws: Serve) -> None:
     server = serve_ws(echo_app(Record()), timeout_linger=3.0)
     with WSClient.open(server.port) as client:
@@ -661,9 +659,6 @@ def test_send_blocks_while_the_client_does_not_read(serve_ws: Serve) -> None:
     assert record.disconnect()["code"] == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="connection.flush() hands each write to libzmq whole: "
-                   "SNDHWM bounds messages, not bytes, so 1 MiB writes queue 64 MiB; "
-                   "see the report")
 def test_send_of_large_messages_blocks_within_a_few_mib(serve_ws: Serve) -> None:
     size, count = 1024 * 1024, 100
     record = Record()

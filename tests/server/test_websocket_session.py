@@ -39,8 +39,8 @@ class Listener:
     def on_close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
-    def pending(self) -> int:
-        return self.unread
+    def pending(self) -> tuple[int, int]:
+        return self.unread, 0
 
 
 @dataclass
@@ -53,6 +53,8 @@ class Harness:
     listener: Listener = field(default_factory=Listener)
     written: list[bytes] = field(default_factory=list)
     transport_closes: int = 0
+    #: The last close_transport call's flag: True once TCP may close at once.
+    handshake_done: bool = False
     client: Connection = field(default_factory=lambda: Connection(ConnectionType.CLIENT))
 
     def __post_init__(self) -> None:
@@ -61,8 +63,9 @@ class Harness:
             max_size=self.max_size, max_queue=self.max_queue, trailing=self.trailing,
         )
 
-    def _close_transport(self) -> None:
+    def _close_transport(self, handshake_done: bool) -> None:
         self.transport_closes += 1
+        self.handshake_done = handshake_done
 
     def client_bytes(self, *events: Event) -> bytes:
         return b"".join(self.client.send(event) for event in events)
@@ -266,7 +269,9 @@ def test_app_close_sends_a_close_frame_and_no_disconnect() -> None:
     h.session.close(1000)
     h.feed(h.client.send(close.response()))
     assert h.written == []
-    assert h.transport_closes == 1
+    assert h.listener.closes == []
+    # The reply completes the closing handshake: TCP may close at once now.
+    assert h.transport_closes == 2 and h.handshake_done
 
 
 def test_connection_lost_is_1006_and_writes_nothing() -> None:

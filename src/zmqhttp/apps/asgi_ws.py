@@ -63,6 +63,7 @@ class WebSocketExchange:
         self.scope = scope
         self.phase = _Phase.CONNECTING
         self._inbox: deque[Message] = deque()
+        self._inbox_bytes = 0
         self._wakeup = asyncio.Event()
         self._connect_sent = False
         self._close_code: int | None = None
@@ -73,6 +74,7 @@ class WebSocketExchange:
     def on_message(self, data: str | bytes) -> None:
         key = "text" if isinstance(data, str) else "bytes"
         self._inbox.append({"type": "websocket.receive", key: data})
+        self._inbox_bytes += len(data)
         self._wakeup.set()
 
     def on_close(self, code: int, reason: str) -> None:
@@ -81,8 +83,8 @@ class WebSocketExchange:
         self.phase = _Phase.CLOSED
         self._wakeup.set()
 
-    def pending(self) -> int:
-        return len(self._inbox)
+    def pending(self) -> tuple[int, int]:
+        return len(self._inbox), self._inbox_bytes
 
     def _on_http_gone(self) -> None:
         # Before the 101 the only news from the connection is that it is gone.
@@ -132,7 +134,9 @@ class WebSocketExchange:
             return {"type": "websocket.connect"}
         while True:
             if self._inbox:
-                return self._inbox.popleft()
+                message = self._inbox.popleft()
+                self._inbox_bytes -= len(message.get("text") or message.get("bytes") or b"")
+                return message
             if self.phase is not _Phase.CONNECTED and (
                 self._close_code is not None or self.cycle.disconnected
             ):

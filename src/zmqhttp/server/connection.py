@@ -112,11 +112,12 @@ class Connection:
             date=owner.date if config.date_header else (lambda: b""),
             server_header=config.server_header.encode("latin-1"),
         )
-        self._out: deque[bytes] = deque()
+        self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         self.cycle: RequestCycle | None = None
         #: Set once a WebSocket handshake was accepted; HTTP is over then.
         self.ws: WebSocketSession | None = None
+        self._ping_sent = 0.0
         self.closed = False
         self.lingering = False
         self._close_delimited = False
@@ -340,8 +341,16 @@ class Connection:
         transport = self.owner.transport
         while out and not self.closed:
             data = out.popleft()
-            while out and len(data) + len(out[0]) <= _JOIN_LIMIT:
-                data += out.popleft()
+            if len(data) > _JOIN_LIMIT:
+                # SNDHWM counts messages: frames of at most _JOIN_LIMIT keep
+                # libzmq's share of a stuck connection at SNDHWM x 64 KiB.
+                view = memoryview(data)
+                out.appendleft(view[_JOIN_LIMIT:])
+                data = view[:_JOIN_LIMIT]
+            else:
+                while (out and isinstance(data, bytes) and isinstance(out[0], bytes)
+                       and len(data) + len(out[0]) <= _JOIN_LIMIT):
+                    data += out.popleft()
             result = transport.send(self.rid, data)
             if result is SendResult.FULL:
                 out.appendleft(data)
@@ -403,8 +412,8 @@ class Connection:
     def _teardown(self, reason: ClientDisconnected) -> None:
         if self.closed:
             return
-        if self.ws is not None and not self.ws.closed:
-            self.ws.receive_data(None)  # the app hears 1006
+        if self.ws is not None:
+            self.ws.receive_data(None)  # the app hears 1006 (if it was not told yet)
         self.closed = True
         self._out.clear()
         self._out_bytes = 0
@@ -493,10 +502,18 @@ class Connection:
         if cycle is self.cycle and self.ws is not None:
             self.ws.close(code, reason)
 
-    def _websocket_closed(self) -> None:
+    def _websocket_closed(self, handshake_done: bool) -> None:
         cycle = self.cycle
         if cycle is not None:
             self._finish_cycle(cycle)
+        if handshake_done:
+            # RFC 6455 §7.1.1: the server closes TCP first, once the closing
+            # handshake is over; only the short delay that lets libzmq hand the
+            # last frame to the kernel.
+            self._close_delimited = True
+            if self.lingering and self.deadline_kind is Deadline.LINGER:
+                self._set_deadline(Deadline.LINGER)
+                return
         self._close_when_flushed()
 
     def _websocket_deadline(self, kind: Deadline) -> None:
@@ -504,10 +521,13 @@ class Connection:
         assert ws is not None
         if kind is Deadline.PING:
             ws.ping()
+            self._ping_sent = self.owner.clock.monotonic()
             self._set_deadline(Deadline.PONG)
         elif ws.awaiting_pong:
             ws.receive_data(None)  # no pong in time: the peer is gone (1006)
             self.close()
         else:
-            self._set_deadline(Deadline.PING)
+            # The pong came: the next ping is due one interval after the last.
+            self.deadline_kind = Deadline.PING
+            self.deadline = self._ping_sent + self.owner.config.ws_ping_interval
 

@@ -45,8 +45,8 @@ class WebSocketListener(Protocol):
     def on_close(self, code: int, reason: str) -> None:
         """The session ended (closing handshake, error, or lost connection)."""
 
-    def pending(self) -> int:
-        """Messages delivered but not yet taken by the app."""
+    def pending(self) -> tuple[int, int]:
+        """Messages, and their bytes, delivered but not yet taken by the app."""
         ...
 
 
@@ -55,14 +55,17 @@ class WebSocketSession:
 
     Args:
         write: queues bytes for the peer.
-        close_transport: called once the session is over (lingering close).
+        close_transport: called when the session is over: with True once the
+            closing handshake is complete (close TCP now, RFC 6455 §7.1.1), with
+            False while the peer's close is awaited (lingering close).
         listener: receives messages and the end of the session.
         max_size: largest message in bytes; larger ones close with 1009.
-        max_queue: most unread messages before closing with 1008.
+        max_queue: most unread messages before closing with 1008; their bytes
+            are bounded by ``max_size`` too.
         trailing: bytes received after the handshake.
     """
 
-    def __init__(self, write: Callable[[bytes], None], close_transport: Callable[[], None],
+    def __init__(self, write: Callable[[bytes], None], close_transport: Callable[[bool], None],
                  listener: WebSocketListener, *, max_size: int, max_queue: int,
                  trailing: bytes = b"") -> None:
         self._ws = WSConnection(ConnectionType.SERVER)
@@ -73,7 +76,10 @@ class WebSocketSession:
         self._max_queue = max_queue
         self._parts: list[str | bytes] = []
         self._size = 0
+        #: No more messages to or from the app.
         self.closed = False
+        #: The closing handshake is over (or TCP is gone): nothing more to read.
+        self._transport_done = False
         self.awaiting_pong = False
         if trailing:
             self.receive_data(trailing)
@@ -82,15 +88,15 @@ class WebSocketSession:
 
     def receive_data(self, data: bytes | None) -> None:
         """Bytes from the peer; ``None`` when the TCP connection is gone."""
-        if self.closed:
+        if self._transport_done:
             return
         if data is None:
-            self._finish(CLOSE_ABNORMAL, "")
+            self._finish(CLOSE_ABNORMAL, "", handshake_done=True)
             return
         self._ws.receive_data(data)
         for event in self._ws.events():
             self._handle(event)
-            if self.closed:
+            if self._transport_done:
                 return
 
     def _handle(self, event: Event) -> None:
@@ -101,14 +107,18 @@ class WebSocketSession:
         elif isinstance(event, Pong):
             self.awaiting_pong = False
         elif isinstance(event, CloseConnection):
+            code, reason = int(event.code), event.reason or ""
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                self._send(event.response())
+                self._send(event.response())  # the peer closed; we answer
+                self._finish(code, reason, handshake_done=True)
+            elif self._ws.state is ConnectionState.CLOSED:
+                self._finish(code, reason, handshake_done=True)  # the reply to our close
             else:  # a protocol error wsproto reports as a close (1002, 1007)
-                self._close_with(event.code, event.reason or "")
-                return
-            self._finish(event.code, event.reason or "")
+                self._close_with(code, reason)
 
     def _message(self, event: Message) -> None:  # type: ignore[type-arg]
+        if self.closed:
+            return  # we are closing: the app reads no more
         data = event.data
         # ws_max_size is in bytes: a text chunk counts its UTF-8 length, not
         # its characters (up to 4 bytes each).
@@ -126,7 +136,8 @@ class WebSocketSession:
         else:
             assert isinstance(event, BytesMessage)
             message = b"".join(p for p in parts if isinstance(p, bytes))
-        if self._listener.pending() >= self._max_queue:
+        count, size = self._listener.pending()
+        if count >= self._max_queue or size + len(message) > self._max_size:
             self._close_with(CLOSE_POLICY, "too many unread messages")
             return
         self._listener.on_message(message)
@@ -143,10 +154,11 @@ class WebSocketSession:
         """Start the closing handshake; the app hears no disconnect for its own close."""
         if self.closed:
             return
+        self.closed = True
         if self._ws.state is ConnectionState.OPEN:
             self._send(CloseConnection(code=code, reason=reason))
-        self.closed = True
-        self._close_transport()
+        # Until the peer's reply arrives the transport lingers (bounded).
+        self._close_transport(False)
 
     def shutdown(self) -> None:
         """The server is stopping: close with 1012 and tell the app."""
@@ -167,11 +179,13 @@ class WebSocketSession:
     def _close_with(self, code: int, reason: str) -> None:
         if self._ws.state is ConnectionState.OPEN:
             self._send(CloseConnection(code=code, reason=reason))
-        self._finish(code, reason)
+        self._finish(code, reason, handshake_done=False)
 
-    def _finish(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._listener.on_close(code, reason)
-        self._close_transport()
+    def _finish(self, code: int, reason: str, *, handshake_done: bool) -> None:
+        """Tell the app (once); ``handshake_done``: the TCP close may follow at once."""
+        if not self.closed:
+            self.closed = True
+            self._listener.on_close(code, reason)
+        if handshake_done:
+            self._transport_done = True
+        self._close_transport(handshake_done)

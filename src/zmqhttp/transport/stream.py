@@ -161,7 +161,7 @@ class StreamTransport:
         self._peers.add(rid)
         handler.connection_made(rid, peer)
 
-    def send(self, rid: bytes, data: bytes) -> SendResult:
+    def send(self, rid: bytes, data: bytes | memoryview) -> SendResult:
         """Queue ``data`` for peer ``rid`` without blocking."""
         if rid not in self._peers:
             # Gone (notified or closed by us). libzmq may still hold the
