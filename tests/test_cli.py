@@ -28,6 +28,20 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+
+def make_app():
+    def made(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"from the factory\\n"]
+    return made
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"asgi " + scope["method"].encode()})
 '''
 
 
@@ -288,3 +302,30 @@ def test_toml_unknown_key_is_an_error(app_dir: Path) -> None:
     assert result.returncode != 0
     assert "no_such_setting" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def read(port: int, path: str = "/") -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    body = conn.getresponse().read()
+    conn.close()
+    return body
+
+
+def test_factory_calls_the_app_factory(procs: list[Proc], app_dir: Path) -> None:
+    port = free_port()
+    proc = Proc(["serve", "cliapp:make_app", "--factory", "--bind", f"127.0.0.1:{port}"],
+                app_dir, None)
+    procs.append(proc)
+    proc.wait_for_line(r"Listening on")
+    assert read(port) == b"from the factory\n"
+
+
+@pytest.mark.parametrize("interface", ["auto", "asgi", "asgi3"])
+def test_interface_runs_an_asgi_app(procs: list[Proc], app_dir: Path, interface: str) -> None:
+    port = free_port()
+    proc = Proc(["serve", "cliapp:asgi_app", "--interface", interface,
+                 "--bind", f"127.0.0.1:{port}"], app_dir, None)
+    procs.append(proc)
+    proc.wait_for_line(r"Listening on")
+    assert read(port) == b"asgi GET"
