@@ -59,7 +59,7 @@ def build_scope(cycle: RequestCycle, state: dict[str, Any]) -> Scope:
     """The ASGI ``http`` scope for ``cycle`` (ASGI spec 2.4)."""
     request = cycle.request
     raw_path = request.path
-    path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace")
     root_path = cycle.root_path
     if root_path and not (path == root_path or path.startswith(root_path + "/")):
         # A proxy that strips the prefix: the app still sees its full path.

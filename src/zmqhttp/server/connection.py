@@ -180,14 +180,12 @@ class Connection:
     def _start_cycle(self, request: Request) -> None:
         owner = self.owner
         config = owner.config
-        cycle_ref: list[RequestCycle] = []
-
-        def first_read() -> None:  # from the app's thread
-            if request.expect_continue and cycle_ref:
-                self.call_soon_threadsafe(cycle_ref[0].send_continue)
-
         has_body = request.chunked or bool(request.content_length)
-        body = RequestBody(config.body_buffer, first_read) if has_body else NoBody()
+        if has_body:
+            on_first_read = self._continue_requested if request.expect_continue else None
+            body: RequestBody = RequestBody(config.body_buffer, on_first_read)
+        else:
+            body = NoBody()
         cycle = RequestCycle(
             self,
             request,
@@ -200,7 +198,6 @@ class Connection:
             started=owner.clock.wall(),
             started_mono=owner.clock.monotonic(),
         )
-        cycle_ref.append(cycle)
         self.cycle = cycle
         if has_body and not request.expect_continue:
             self._set_deadline(Deadline.BODY)
@@ -215,6 +212,12 @@ class Connection:
             owner.adapter.handle_websocket(cycle)
             return
         owner.adapter.handle(cycle)
+
+    def _continue_requested(self) -> None:
+        """The app first reads a body the client holds back for 100 (any thread)."""
+        cycle = self.cycle
+        if cycle is not None:
+            self.call_soon_threadsafe(self.send_continue, cycle)
 
     def _protocol_error(self, error: ProtocolError) -> None:
         if error.status >= 500 or error.status == 408:
