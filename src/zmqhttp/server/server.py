@@ -276,13 +276,23 @@ class Server:
     def data_received(self, rid: bytes, data: bytes) -> None:
         conn = self._conns.get(rid)
         if conn is not None:
+            self._guarded(conn, conn.data_received, data)
+
+    @staticmethod
+    def _guarded(conn: Connection, method: Callable[..., None], *args: Any) -> None:
+        """Run a connection's method; a bug there costs that connection only.
+
+        An exception escaping into the drain loop would leave the edge-triggered
+        FD silent, and one escaping the sweep would stop every timeout.
+        """
+        try:
+            method(*args)
+        except Exception:
+            log.exception("internal error on a connection from %s", conn.peer)
             try:
-                conn.data_received(data)
-            except Exception:
-                # A bug must cost one connection, never the drain loop: an
-                # interrupted drain would leave the edge-triggered FD silent.
-                log.exception("internal error on a connection from %s", conn.peer)
-                conn.abort()
+                conn.close()
+            except Exception:  # pragma: no cover - closing is best effort here
+                log.exception("could not close the connection from %s", conn.peer)
 
     def connection_lost(self, rid: bytes) -> None:
         conn = self._conns.get(rid)
@@ -303,7 +313,7 @@ class Server:
             return
         dirty, self._dirty = self._dirty, {}
         for conn in dirty:
-            conn.flush()
+            self._guarded(conn, conn.flush)
         # A send may have consumed the FD's edge: look again (pyzmq zmqstream).
         transport = self._transport
         if transport is not None and transport.has_input() and self._loop is not None:
@@ -350,10 +360,12 @@ class Server:
 
     def _sweep(self) -> None:
         now = self.clock.monotonic()
-        for conn in list(self._conns.values()):
-            deadline = conn.deadline
-            if deadline is not None and deadline <= now:
-                conn.deadline_passed()
-        self._flush_dirty()
-        if self._transport is not None and self._loop is not None:
-            self._sweep_handle = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        try:
+            for conn in list(self._conns.values()):
+                deadline = conn.deadline
+                if deadline is not None and deadline <= now:
+                    self._guarded(conn, conn.deadline_passed)
+            self._flush_dirty()
+        finally:  # a failing connection must never stop every other timeout
+            if self._transport is not None and self._loop is not None:
+                self._sweep_handle = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
