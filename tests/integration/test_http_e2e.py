@@ -457,3 +457,29 @@ def test_app_exception_logged_and_500(serve: Serve, caplog: pytest.LogCaptureFix
         assert (resp.status, resp.read()) == (500, b"Internal Server Error\n")
         conn.close()
     assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+    ],
+    ids=["1.1-connection-close", "1.0-no-keep-alive"],
+)
+def test_server_closes_promptly_after_a_final_small_response(
+    serve: Callable[..., ServerThread], head: bytes
+) -> None:
+    # RFC 9112 §9.6: the server initiates the close after the final response;
+    # a client reading until EOF must not wait for the linger timeout.
+    server = serve(simple_app(), timeout_linger=5.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        start = time.monotonic()
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        elapsed = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b"Connection: close" in data
+    assert elapsed < 1.0, elapsed

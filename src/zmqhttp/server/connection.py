@@ -50,9 +50,14 @@ log = logging.getLogger("zmqhttp.error")
 # Frames queued together are joined into one ZeroMQ message up to this size:
 # fewer messages through the pipe, and SNDHWM x this bounds libzmq's share.
 _JOIN_LIMIT = 64 * 1024
-# A close-delimited body (HTTP/1.0, no length) ends only when we close; give
-# libzmq this long to hand the tail to the kernel first.
-_CLOSE_DELIMITED_DELAY = 0.05
+# When we close without waiting for the client (a close-delimited body, a
+# small final response to a request read whole, the end of a WebSocket), give
+# libzmq this long to hand the tail to the kernel first (libzmq#4763).
+_CLOSE_PROMPTLY_DELAY = 0.05
+# A final response up to this size is closed promptly (RFC 9112 §9.6: the
+# server initiates the close); past it, the client may still be reading what
+# libzmq holds, so we linger until it closes (or timeout_linger).
+_PROMPT_CLOSE_MAX = 64 * 1024
 
 
 class Deadline(enum.Enum):
@@ -120,7 +125,7 @@ class Connection:
         self._ping_sent = 0.0
         self.closed = False
         self.lingering = False
-        self._close_delimited = False
+        self._close_promptly = False
         self.deadline: float | None = None
         self.deadline_kind = Deadline.HEADER
         self._set_deadline(Deadline.HEADER)
@@ -276,7 +281,11 @@ class Connection:
         except LocalProtocolError as error:
             self._app_error(cycle, error)
             return
-        self._close_delimited = self.http.close_delimited
+        # Prompt when the body ends with our close, or when the request was
+        # read whole (no unread input: no RST) and the response is small.
+        self._close_promptly = self.http.close_delimited or (
+            cycle.body.complete and cycle.bytes_sent <= _PROMPT_CLOSE_MAX
+        )
         self._queue(tail)
         self._finish_cycle(cycle)
         if self.http.must_close:
@@ -402,7 +411,7 @@ class Connection:
         if not self._out:
             self.close()
             return
-        self._close_delimited = True
+        self._close_promptly = True
         self._close_when_flushed()
 
     def close(self) -> None:
@@ -447,8 +456,8 @@ class Connection:
     # -- deadlines ----------------------------------------------------------------
 
     def _set_deadline(self, kind: Deadline) -> None:
-        if kind is Deadline.LINGER and self._close_delimited:
-            timeout = _CLOSE_DELIMITED_DELAY
+        if kind is Deadline.LINGER and self._close_promptly:
+            timeout = _CLOSE_PROMPTLY_DELAY
         else:
             timeout = self.owner.timeouts[kind]
         self.deadline_kind = kind
@@ -513,7 +522,7 @@ class Connection:
             # RFC 6455 §7.1.1: the server closes TCP first, once the closing
             # handshake is over; only the short delay that lets libzmq hand the
             # last frame to the kernel.
-            self._close_delimited = True
+            self._close_promptly = True
             if self.lingering and self.deadline_kind is Deadline.LINGER:
                 self._set_deadline(Deadline.LINGER)
                 return
