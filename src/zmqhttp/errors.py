@@ -11,6 +11,7 @@ __all__ = [
     "BadRequest",
     "ContentTooLarge",
     "FabricError",
+    "FabricProtocolError",
     "HeaderFieldsTooLarge",
     "LocalProtocolError",
     "NotImplementedByServer",
@@ -102,3 +103,12 @@ class FabricError(ZmqHttpError):
     """Base of errors of the worker fabric (no worker, worker lost, timeout)."""
 
     status: int = 502
+
+
+class FabricProtocolError(FabricError):
+    """A fabric message broke the wire protocol (``docs/protocol.md``).
+
+    Raised by :func:`zmqhttp.fabric.protocol.decode` for anything malformed and
+    by :func:`~zmqhttp.fabric.protocol.encode` for metadata over the size bound.
+    A peer that receives one drops that message and logs it; it never crashes.
+    """
