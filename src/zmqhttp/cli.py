@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import socket
 import sys
 import tomllib
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from zmqhttp.config import Config
 from zmqhttp.observability.logs import configure_logging
 from zmqhttp.server.run import run_server
 from zmqhttp.server.server import Server
+from zmqhttp.supervisor import BootFailed, Supervisor, WorkerSpec, run_supervisor
+from zmqhttp.supervisor.edge import EdgeApp, reserve_ports, serve_edge
 
 __all__ = ["main"]
 
@@ -47,6 +50,8 @@ _SERVE_FLAGS: list[_Flag] = [
     _Flag("interface", click.Choice(["auto", "wsgi", "asgi", "asgi3", "asgi2"]),
           "Application interface."),
     _Flag("lifespan", click.Choice(["auto", "on", "off"]), "ASGI lifespan protocol."),
+    _Flag("workers", click.IntRange(1), "Processes serving the app, sharing the port "
+          "(SO_REUSEPORT). [default: 1]"),
     _Flag("threads", click.IntRange(1), "WSGI worker threads."),
     _Flag("root_path", str, "Mount point of the app (SCRIPT_NAME)."),
     _Flag("url_scheme", str, "wsgi.url_scheme to report (https behind a TLS proxy)."),
@@ -165,6 +170,9 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
     except ValueError as exc:
         _fail(str(exc))
     configure_logging(log_level, access_log)
+    if config.workers > 1:
+        _serve_workers(EdgeApp(app, app_dir, factory, log_level, access_log), config)
+        return
     try:
         application = load_app(app, app_dir=app_dir, factory=factory)
     except AppLoadError as exc:
@@ -185,6 +193,26 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _serve_workers(app: EdgeApp, config: Config) -> None:
+    """``--workers N``: a supervisor of N processes sharing the port."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        _fail("--workers needs SO_REUSEPORT, which this system lacks")
+    try:
+        held, config = reserve_ports(config)
+    except OSError as exc:
+        _fail(f"cannot listen on {', '.join(config.bind)}: {exc.strerror or exc}")
+    _raise_file_limit()  # inherited by the workers
+    spec = WorkerSpec(serve_edge, (app, config), name="worker")
+    supervisor = Supervisor(spec, config.workers, stop_timeout=config.timeout_graceful_shutdown)
+    try:
+        asyncio.run(run_supervisor(supervisor))
+    except BootFailed as exc:
+        _fail(str(exc))
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def _fail(message: str) -> None:

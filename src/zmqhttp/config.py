@@ -62,6 +62,15 @@ class Config:
     url_scheme: str = "http"
     log_level: str = "info"
     access_log: bool = True
+    #: Edge processes, each running the app, sharing the port with
+    #: SO_REUSEPORT (the CLI's supervisor reads it; :class:`Server` ignores it).
+    #: About one per core; 1 serves from the calling process.
+    workers: int = 1
+    #: Listen on our own socket with SO_REUSEPORT handed to libzmq (ZMQ_USE_FD),
+    #: so other processes can bind the same address and the kernel spreads
+    #: connections over them. On a graceful stop the socket leaves the kernel's
+    #: group first, so new connections go to the others. Set by ``--workers``.
+    reuse_port: bool = False
     #: gunicorn's access-log atoms (h l u t r s b f a T D M L m U q H p {x}i {x}o).
     access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT
     #: ``Server`` field value; empty sends none.

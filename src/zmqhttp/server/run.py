@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zmqhttp.config import Config
@@ -20,8 +21,19 @@ __all__ = ["run_server", "serve"]
 log = logging.getLogger("zmqhttp.error")
 
 
-async def run_server(server: Server) -> bool:
-    """Start ``server`` and serve until SIGINT/SIGTERM, then shut down gracefully.
+async def run_server(
+    server: Server,
+    *,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    on_started: Callable[[], None] | None = None,
+) -> bool:
+    """Start ``server`` and serve until one of ``signals``, then shut down gracefully.
+
+    Args:
+        server: the server to run.
+        signals: the stop signals (a supervised worker leaves SIGINT to its
+            supervisor); a second one forces.
+        on_started: called once the server listens and the handlers are set.
 
     Returns:
         True if a second signal forced the shutdown: application threads may
@@ -42,14 +54,16 @@ async def run_server(server: Server) -> bool:
         stopping.append(loop.create_task(server.stop()))
 
     await server.start()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
+        if on_started is not None:
+            on_started()
         await server.wait_closed()
         for task in stopping:
             await task
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
     return bool(forced)
 

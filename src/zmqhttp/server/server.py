@@ -41,6 +41,10 @@ _RETRY_MAX = 0.05
 # Connections over the cap still get a 503 until this many more are open;
 # past that they are closed without a word.
 _REJECT_HEADROOM = 1024
+# After a SO_REUSEPORT listener leaves the kernel's group on a graceful stop,
+# connections libzmq accepted just before are served normally this long (their
+# requests are on the way) rather than closed as idle.
+_PORT_GROUP_SETTLE = 0.2
 
 
 class Server:
@@ -96,6 +100,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: StreamTransport | None = None
         self._shutting_down = False
+        self._stop_started = False
         self._closed: asyncio.Event | None = None
         self._empty: asyncio.Event | None = None
         self._access = AccessLogger(self.config.access_log_format, self.config.access_log)
@@ -137,9 +142,10 @@ class Server:
             send_timeout=config.timeout_send,
             ipv6=ipv6,
         )
+        bind = transport.bind_reuseport if config.reuse_port else transport.bind
         try:
             for host, port in binds:
-                host, port = transport.bind(host, port)
+                host, port = bind(host, port)
                 self.endpoints.append(format_endpoint(host, port))
         except zmq.ZMQError:
             transport.close()
@@ -157,15 +163,22 @@ class Server:
         """Graceful shutdown: finish in-flight requests, close idle connections.
 
         New connections are closed at once (unbinding would drop the open
-        ones too: libzmq tears down a listener's sessions with it). After
+        ones too: libzmq tears down a listener's sessions with it). With
+        ``config.reuse_port`` the listener leaves the kernel's SO_REUSEPORT
+        group first, so new connections go to the other processes. After
         ``timeout`` (default ``config.timeout_graceful_shutdown``) whatever
         is left is closed.
         """
         if self._transport is None or self._closed is None or self._empty is None:
             return
-        if self._shutting_down:
+        if self._shutting_down or self._stop_started:
             await self._closed.wait()
             return
+        self._stop_started = True
+        if self.config.reuse_port and self._transport.detach_listeners():
+            await asyncio.sleep(_PORT_GROUP_SETTLE)
+            if self._transport is None:  # close() meanwhile
+                return
         self._shutting_down = True
         for conn in list(self._conns.values()):
             conn.shutdown()

@@ -10,18 +10,38 @@ the peer is forgotten here at once.
 Every send is ``NOBLOCK``: with libzmq 4.3.5 a blocking send to a peer that has
 just gone never returns. A full per-peer pipe (``SNDHWM``) surfaces as
 :attr:`SendResult.FULL` so the caller keeps its output queued and retries.
+
+Several processes can serve one port: :meth:`StreamTransport.bind_reuseport`
+listens on our own ``SO_REUSEPORT`` socket and hands it to libzmq
+(``ZMQ_USE_FD``). To stop gracefully such a process must leave the kernel's
+group before draining, or the kernel keeps sending it new connections. libzmq
+cannot close a listener without dropping the connections it accepted
+(``zmq_unbind`` ends them too), and ``shutdown()`` on the listening socket makes
+its accept fail with EINVAL, which libzmq asserts on.
+:meth:`StreamTransport.detach_listeners` therefore swaps the TCP listener for an
+inert one under the same descriptor (``dup2``): the kernel closes the TCP
+listener, libzmq's connections live on, and the inert socket is registered in
+libzmq's epoll so that libzmq's own removal at close still succeeds.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import os
 from collections import deque
 from typing import Any, Final, Protocol
 
 import zmq
 
-__all__ = ["SendResult", "StreamHandler", "StreamTransport", "format_endpoint"]
+from zmqhttp.transport.reuseport import make_inert, reuse_port_socket
+
+__all__ = [
+    "SendResult",
+    "StreamHandler",
+    "StreamTransport",
+    "format_endpoint",
+]
 
 # Frames above this size are sent zero-copy: libzmq keeps a reference instead
 # of copying. Below it a copy is cheaper than the bookkeeping (pyzmq's advice).
@@ -95,6 +115,7 @@ class StreamTransport:
         if ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         self._sock = sock
+        self._listeners: list[int] = []  # our SO_REUSEPORT descriptors, owned by libzmq
         self._peers: set[bytes] = set()
         self._closed: set[bytes] = set()
         self._closed_order: deque[bytes] = deque()
@@ -120,9 +141,50 @@ class StreamTransport:
         return host, int(last.rsplit(":", 1)[1])
 
     def bind_fd(self, fd: int) -> None:
-        """Serve an already listening TCP socket (ZMQ_USE_FD), e.g. SO_REUSEPORT."""
+        """Serve an already listening TCP socket (ZMQ_USE_FD), e.g. SO_REUSEPORT.
+
+        libzmq owns ``fd`` from then on: it closes it with the socket.
+        """
         self._sock.setsockopt(zmq.USE_FD, fd)
-        self._sock.bind("tcp://0.0.0.0:0")
+        try:
+            self._sock.bind("tcp://0.0.0.0:0")  # the address is ignored with USE_FD
+        finally:
+            self._sock.setsockopt(zmq.USE_FD, -1)
+
+    def bind_reuseport(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host:port`` with SO_REUSEPORT, shared with other processes.
+
+        Raises:
+            zmq.ZMQError: e.g. EADDRINUSE (a socket without SO_REUSEPORT has it).
+        """
+        try:
+            sock = reuse_port_socket(host, port)
+            sock.listen(int(self._sock.getsockopt(zmq.BACKLOG)))
+            sock.setblocking(False)  # libzmq's I/O thread must never block in accept
+        except OSError as exc:
+            raise zmq.ZMQError(exc.errno or errno.EINVAL, exc.strerror or str(exc)) from None
+        port = sock.getsockname()[1]
+        fd = sock.detach()
+        try:
+            self.bind_fd(fd)
+        except zmq.ZMQError:
+            os.close(fd)
+            raise
+        self._listeners.append(fd)
+        return host, port
+
+    def detach_listeners(self) -> bool:
+        """Leave the SO_REUSEPORT group: no new connections, the open ones live on.
+
+        Returns:
+            False if a listener could not be detached (not Linux, or there
+            were none): it keeps taking connections until the socket closes.
+        """
+        detached = bool(self._listeners)
+        for fd in self._listeners:
+            detached = make_inert(fd) and detached
+        self._listeners = []
+        return detached
 
     def has_input(self) -> bool:
         """Re-check readiness: the FD is edge-triggered (see pyzmq zmqstream)."""
@@ -198,3 +260,4 @@ class StreamTransport:
 
     def close(self) -> None:
         self._sock.close(linger=0)
+
