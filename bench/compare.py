@@ -17,13 +17,12 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
+
+from procs import free_port, stop, wait_listening
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,23 +48,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"server on port {port} did not start")
 
 
 def parse_ms(text: str) -> float:
@@ -100,12 +82,7 @@ def bench_one(name: str, args: argparse.Namespace) -> Result:
         return run_wrk(f"http://127.0.0.1:{port}/", args.connections, args.duration,
                        args.wrk_core, args.close)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 def main() -> None:

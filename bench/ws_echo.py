@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from procs import free_port, stop
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Message, Request, TextMessage
 
@@ -56,12 +57,6 @@ def server_command(server: str, port: int) -> list[str]:
     return [sys.executable, "-m", "zmqhttp", "serve", "ws_echo:app", "--bind",
             f"127.0.0.1:{port}", "--no-access-log", "--log-level", "warning",
             "--lifespan", "off", "--app-dir", BENCH_DIR]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def connect_when_listening(port: int, timeout: float = 15.0) -> socket.socket:
@@ -131,12 +126,7 @@ def main() -> None:
     try:
         count, elapsed = echo_loop(port, args.duration, args.size, args.binary)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, signal.SIGTERM)
     kind = "binary" if args.binary else "text"
     print(f"{args.server}: {count / elapsed:,.0f} echo round trips/s "
           f"({count} in {elapsed:.2f} s, {args.size}-byte {kind} messages, one connection)")
