@@ -525,3 +525,22 @@ def test_flask_app(serve: Serve) -> None:
         assert streamed.headers["transfer-encoding"] == "chunked"
         assert streamed.text == "".join(f"n{i}\n" for i in range(5))
         assert client.get("/").status_code == 200  # same connection still good
+
+
+def test_head_with_an_empty_body_gets_no_invented_length(
+    serve: Callable[..., ServerThread],
+) -> None:
+    # RFC 9110 §9.3.2: HEAD gets GET's fields; an app that skips the body for
+    # HEAD must not be answered "Content-Length: 0".
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [b"hello"]
+
+    server = serve(app)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("HEAD", "/")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    assert response.getheader("Content-Length") is None
+    conn.close()

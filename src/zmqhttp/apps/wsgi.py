@@ -223,11 +223,11 @@ class _Responder:
         """Head, body and end in one hand-off, with a Content-Length if missing."""
         assert self.status is not None
         headers = self.headers
-        # 204 and 304 have no content; a computed "Content-Length: 0" would
-        # misstate the representation's length (RFC 9110 §8.6, §15.4.5).
-        if self.status not in (204, 304) and not any(
-            name.lower() == b"content-length" for name, _ in headers
-        ):
+        # 204 and 304 have no content, and an app may leave a HEAD body empty:
+        # a computed "Content-Length: 0" would misstate the representation's
+        # length (RFC 9110 §8.6, §9.3.2, §15.4.5).
+        skip = self.status in (204, 304) or (not body and self.cycle.request.method == b"HEAD")
+        if not skip and not any(name.lower() == b"content-length" for name, _ in headers):
             headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         self.head_sent = True
         cycle = self.cycle
