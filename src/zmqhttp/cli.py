@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import signal
 import socket
 import sys
 import tomllib
@@ -195,6 +196,85 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
         os._exit(0)
 
 
+@main.command()
+@click.argument("app")
+@click.option("--connect", default="tcp://127.0.0.1:5555", show_default=True,
+              envvar="ZMQHTTP_CONNECT", help="The gateway's fabric endpoint.")
+@click.option("--interface", type=click.Choice(["auto", "wsgi", "asgi", "asgi3", "asgi2"]),
+              default="auto", envvar="ZMQHTTP_INTERFACE", help="Application interface.")
+@click.option("--lifespan", type=click.Choice(["auto", "on", "off"]), default="auto",
+              envvar="ZMQHTTP_LIFESPAN", help="ASGI lifespan protocol.")
+@click.option("--threads", type=click.IntRange(1), default=None, envvar="ZMQHTTP_THREADS",
+              help="WSGI worker threads. [default: 10]")
+@click.option("--capacity", type=click.IntRange(1), default=None, envvar="ZMQHTTP_CAPACITY",
+              help="Requests taken at once. [default: --threads]")
+@click.option("--timeout-graceful-shutdown", type=click.FloatRange(0), default=None,
+              envvar="ZMQHTTP_TIMEOUT_GRACEFUL_SHUTDOWN",
+              help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--app-dir", envvar="ZMQHTTP_APP_DIR", default=None,
+              help="Directory to add to sys.path before importing the app.")
+@click.option("--factory", is_flag=True, envvar="ZMQHTTP_FACTORY",
+              help="Treat MODULE:ATTR as a factory returning the app.")
+@click.option("--log-level", envvar="ZMQHTTP_LOG_LEVEL", default="info",
+              type=click.Choice(["critical", "error", "warning", "info", "debug"],
+                                case_sensitive=False), help="Log level.")
+def worker(app: str, connect: str, interface: str, lifespan: str, threads: int | None,
+           capacity: int | None, timeout_graceful_shutdown: float | None,
+           app_dir: str | None, factory: bool, log_level: str) -> None:
+    """Serve the application APP (MODULE:ATTR) for a fabric gateway at --connect."""
+    values: dict[str, Any] = {"interface": interface, "lifespan": lifespan,
+                              "log_level": log_level, "access_log": False}
+    if threads is not None:
+        values["threads"] = threads
+    if timeout_graceful_shutdown is not None:
+        values["timeout_graceful_shutdown"] = timeout_graceful_shutdown
+    config = Config(**values)
+    configure_logging(log_level, False)
+    try:
+        application = load_app(app, app_dir=app_dir, factory=factory)
+    except AppLoadError as exc:
+        _fail(str(exc))
+    from zmqhttp.fabric.worker import Worker  # only this command needs it
+
+    fabric_worker = Worker(application, config, connect, capacity, app_name=app)
+    try:
+        forced = asyncio.run(_run_fabric_worker(fabric_worker))
+    except (AppLoadError, LifespanFailure) as exc:
+        _fail(str(exc))
+    except zmq.ZMQError as exc:
+        _fail(f"cannot connect to {connect}: {exc}")
+    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
+        sys.exit(130)
+    if forced:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+async def _run_fabric_worker(fabric_worker: Any) -> bool:
+    """Run until SIGINT/SIGTERM, then stop gracefully; a second signal stops at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    await fabric_worker.start()
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        stop.clear()
+        stopping = loop.create_task(fabric_worker.stop())
+        forced = loop.create_task(stop.wait())
+        await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            forced.cancel()
+            stopping.result()
+            return False
+        return True  # application threads may still run: the caller exits at once
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
 def _serve_workers(app: EdgeApp, config: Config) -> None:
     """``--workers N``: a supervisor of N processes sharing the port."""
     if not hasattr(socket, "SO_REUSEPORT"):
@@ -213,6 +293,52 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+@main.command()
+@click.option("--bind", multiple=True, envvar="ZMQHTTP_BIND",
+              help="HTTP address to listen on, tcp://HOST:PORT; repeatable. "
+                   "[default: tcp://127.0.0.1:8000]")
+@click.option("--fabric", multiple=True, required=True, envvar="ZMQHTTP_FABRIC",
+              help="ZeroMQ endpoint the workers connect to, e.g. tcp://127.0.0.1:5555; "
+                   "repeatable.")
+@click.option("--queue-limit", type=click.IntRange(0), default=None,
+              envvar="ZMQHTTP_QUEUE_LIMIT", help="Requests waiting for a worker (503 above).")
+@click.option("--queue-timeout", type=click.FloatRange(0), default=None,
+              envvar="ZMQHTTP_QUEUE_TIMEOUT", help="Seconds to wait for a worker (503).")
+@click.option("--request-timeout", type=click.FloatRange(0), default=None,
+              envvar="ZMQHTTP_REQUEST_TIMEOUT",
+              help="Seconds for a worker to start its response (504).")
+@click.option("--log-level", envvar="ZMQHTTP_LOG_LEVEL", default="info",
+              type=click.Choice(["critical", "error", "warning", "info", "debug"],
+                                case_sensitive=False), help="Log level.")
+@click.option("--access-log/--no-access-log", envvar="ZMQHTTP_ACCESS_LOG", default=True,
+              help="One line per request on stdout.")
+def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | None,
+            queue_timeout: float | None, request_timeout: float | None, log_level: str,
+            access_log: bool) -> None:
+    """Serve HTTP by handing requests to fabric workers (docs/protocol.md)."""
+    from zmqhttp.fabric.dispatcher import FabricAdapter
+
+    values: dict[str, Any] = {"queue_limit": queue_limit, "queue_timeout": queue_timeout,
+                              "request_timeout": request_timeout}
+    values = {k: v for k, v in values.items() if v is not None}
+    if bind:
+        values["bind"] = list(bind)
+    config = Config(log_level=log_level, access_log=access_log, fabric=list(fabric), **values)
+    try:
+        config.binds()
+    except ValueError as exc:
+        _fail(str(exc))
+    configure_logging(log_level, access_log)
+    _raise_file_limit()
+    server = Server(None, config, adapter=FabricAdapter(config))
+    try:
+        asyncio.run(run_server(server))
+    except zmq.ZMQError as exc:
+        _fail(f"cannot listen on {', '.join(config.bind + config.fabric)}: {exc}")
+    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
+        sys.exit(130)
 
 
 def _fail(message: str) -> None:

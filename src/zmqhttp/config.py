@@ -125,6 +125,16 @@ class Config:
     #: Unsent response bytes per connection before the app is made to wait.
     output_high_water: int = 256 * KIB
 
+    #: Gateway (``zmqhttp gateway``): ZeroMQ endpoints the fabric ROUTER binds,
+    #: e.g. ``tcp://127.0.0.1:5555`` or ``ipc:///run/zmqhttp.sock``.
+    fabric: list[str] = field(default_factory=list)
+    #: Gateway: requests waiting for a free worker slot at most; more get 503.
+    queue_limit: int = 1000
+    #: Gateway: seconds a request waits for a free worker slot before a 503.
+    queue_timeout: float = 30.0
+    #: Gateway: seconds from dispatch to the worker's response head before a 504.
+    request_timeout: float = 60.0
+
     def __post_init__(self) -> None:
         if isinstance(self.bind, str):  # Server(app, bind="127.0.0.1:8000")
             self.bind = [self.bind]

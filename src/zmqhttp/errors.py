@@ -14,6 +14,7 @@ __all__ = [
     "FabricProtocolError",
     "HeaderFieldsTooLarge",
     "LocalProtocolError",
+    "NoWorker",
     "NotImplementedByServer",
     "ProtocolError",
     "RequestTimeout",
@@ -21,6 +22,8 @@ __all__ = [
     "URITooLong",
     "UpgradeRequired",
     "VersionNotSupported",
+    "WorkerLost",
+    "WorkerTimeout",
     "ZmqHttpError",
 ]
 
@@ -112,3 +115,21 @@ class FabricProtocolError(FabricError):
     by :func:`~zmqhttp.fabric.protocol.encode` for metadata over the size bound.
     A peer that receives one drops that message and logs it; it never crashes.
     """
+
+
+class NoWorker(FabricError):
+    """503: no worker had a free slot before the queue filled or timed out."""
+
+    status = 503
+
+
+class WorkerLost(FabricError):
+    """502: the worker serving the request went silent, restarted or broke the protocol."""
+
+    status = 502
+
+
+class WorkerTimeout(FabricError):
+    """504: the worker did not start its response within the request timeout."""
+
+    status = 504

@@ -1,0 +1,744 @@
+"""The gateway side of the fabric: HTTP requests handed to workers over a ROUTER socket.
+
+Strategy: :class:`FabricAdapter` is an :class:`~zmqhttp.server.cycle.AppAdapter`
+that runs on the server's event loop, like the ASGI adapter, but instead of
+calling an app it forwards each :class:`~zmqhttp.server.cycle.RequestCycle` to a
+worker process (``docs/protocol.md``). It owns one plain ``zmq.Socket``
+(ROUTER, ``ROUTER_MANDATORY``, ``NOBLOCK`` sends only) registered with the
+loop's ``add_reader``: the FD is edge-triggered, so every wake-up drains until
+``Again`` and any send schedules another look at ``EVENTS``.
+
+Load is balanced by credit: a request goes to the worker with the most free
+slots (least recently used among equals), never beyond its credit; when none
+has credit it waits in a bounded queue. Request bodies stream within the
+worker's body window; response bodies are credited back as the client's
+output drains (the cycle's output waiter). One timer tick a tenth of a second
+sends heartbeats, detects lost workers and expires queue and request
+deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+from collections import deque
+from typing import Any
+
+import zmq
+
+from zmqhttp.config import Config
+from zmqhttp.errors import FabricError, FabricProtocolError, NoWorker, WorkerLost, WorkerTimeout
+from zmqhttp.fabric.protocol import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    BodyCredit,
+    Cancel,
+    CancelReason,
+    Continue,
+    Credit,
+    Goodbye,
+    Heartbeat,
+    Message,
+    Ready,
+    RequestBody,
+    RequestEnd,
+    RequestHead,
+    ResponseBody,
+    ResponseCredit,
+    ResponseEnd,
+    ResponseHead,
+    Side,
+    decode,
+    encode,
+)
+from zmqhttp.http.events import Headers
+from zmqhttp.server.clock import Clock, SystemClock
+from zmqhttp.server.cycle import RequestCycle
+
+__all__ = ["FabricAdapter"]
+
+log = logging.getLogger("zmqhttp.fabric")
+
+#: Messages handled per wake-up before yielding to other loop callbacks.
+_DRAIN_BUDGET = 512
+#: How often heartbeats, liveness and deadlines are checked.
+_TICK = 0.1
+#: Largest request body piece sent in one RequestBody.
+_BODY_CHUNK = 64 * 1024
+#: Retry delay for messages a full pipe to a worker refused (EAGAIN).
+_RETRY_DELAY = 0.005
+#: Malformed messages logged per second at most (the rest are counted).
+_MALFORMED_LOGS_PER_SECOND = 5
+#: RFC 9110 §9.2.2: may be sent again without changing the outcome.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_TEXT = b"text/plain; charset=utf-8"
+_LINGER_MS = 200
+
+
+def _gone(cycle: RequestCycle) -> bool:
+    """The client left, or the connection ended the exchange on its own (408, 500)."""
+    return cycle.disconnected or cycle.finished
+
+
+class _State(enum.Enum):
+    #: Waiting in the queue for a worker with credit.
+    QUEUED = "queued"
+    #: RequestHead sent; the worker has it.
+    SENT = "sent"
+    #: Answered, cancelled or failed: nothing more happens.
+    DONE = "done"
+
+
+class _Worker:
+    """What the gateway knows about one worker (one ROUTER identity)."""
+
+    __slots__ = ("body_window", "capacity", "credit", "draining", "identity", "jobs",
+                 "last_heard", "last_sent", "last_used", "name", "outbox")
+
+    def __init__(self, identity: bytes, ready: Ready, now: float) -> None:
+        self.identity = identity
+        self.name = ready.name
+        self.capacity = ready.capacity
+        self.credit = ready.capacity
+        self.body_window = ready.body_window
+        self.draining = False
+        self.jobs: dict[int, _Job] = {}
+        self.last_heard = now
+        self.last_sent = now
+        self.last_used = 0.0
+        #: Frames a full pipe refused, sent again in order before anything new.
+        self.outbox: deque[list[bytes]] = deque()
+
+    def __repr__(self) -> str:
+        return f"<worker {self.name} {self.identity.hex()}>"
+
+
+class _Job:
+    """One attempt at forwarding a cycle (a retry is a new job)."""
+
+    __slots__ = ("body_credit", "body_sent", "continued", "cycle", "deadline", "end_sent",
+                 "head_received", "id", "resp_window", "retried", "state", "uncredited",
+                 "waiting_output", "worker")
+
+    def __init__(self, request_id: int, cycle: RequestCycle, deadline: float,
+                 retried: bool = False) -> None:
+        self.id = request_id
+        self.cycle = cycle
+        self.state = _State.QUEUED
+        self.worker: _Worker | None = None
+        #: Queue deadline while queued; response-head deadline once sent.
+        self.deadline = deadline
+        self.retried = retried
+        self.body_credit = 0
+        self.body_sent = 0
+        self.end_sent = False
+        self.continued = False
+        self.head_received = False
+        self.resp_window = 0
+        self.uncredited = 0
+        self.waiting_output = False
+
+    @property
+    def expect_continue(self) -> bool:
+        return self.cycle.request.expect_continue
+
+    @property
+    def has_body(self) -> bool:
+        request = self.cycle.request
+        return request.chunked or bool(request.content_length)
+
+
+class FabricAdapter:
+    """Serves every request through the workers connected to the fabric.
+
+    Args:
+        config: the server's settings: ``fabric`` (endpoints to bind),
+            ``queue_limit``, ``queue_timeout``, ``request_timeout``;
+            ``output_high_water`` is also each request's response window.
+        context: a ZeroMQ context to use; one is created (and terminated) if
+            not given.
+        clock: time source, injectable for tests.
+
+    Use ``Server(None, config, adapter=FabricAdapter(config))``. The fabric
+    sockets bind in :meth:`startup`; :attr:`endpoints` then lists them with
+    wildcard ports resolved.
+    """
+
+    def __init__(self, config: Config, *, context: zmq.Context[Any] | None = None,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self._context = context
+        self._own_context = context is None
+        self._socket: zmq.Socket[bytes] | None = None
+        self._fd: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._read_scheduled = False
+        self._workers: dict[bytes, _Worker] = {}
+        self._queue: deque[_Job] = deque()
+        self._jobs: dict[int, _Job] = {}
+        self._ids = itertools.count(1)
+        self._malformed_window = 0.0
+        self._malformed_count = 0
+        self.endpoints: list[str] = []
+
+    # -- AppAdapter ------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Bind the ROUTER socket to every ``config.fabric`` endpoint."""
+        if not self.config.fabric:
+            raise ValueError("the gateway needs at least one --fabric endpoint")
+        self._loop = asyncio.get_running_loop()
+        if self._context is None:
+            self._context = zmq.Context()
+        sock: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, _LINGER_MS)
+        try:
+            for endpoint in self.config.fabric:
+                sock.bind(endpoint)
+                last = sock.getsockopt(zmq.LAST_ENDPOINT)
+                self.endpoints.append(last.decode() if isinstance(last, bytes) else str(last))
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            self._terminate_context()
+            raise
+        self._socket = sock
+        self._fd = sock.getsockopt(zmq.FD)
+        for endpoint in self.endpoints:
+            log.info("Fabric listening on %s", endpoint)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._tick_handle = self._loop.call_later(_TICK, self._tick)
+        self._on_readable()
+
+    async def shutdown(self) -> None:
+        """Cancel what is left (reason 3) and say Goodbye to every worker."""
+        for job in list(self._jobs.values()):
+            if job.state is _State.SENT:
+                self._cancel(job, CancelReason.SHUTDOWN)
+            self._fail(job, NoWorker("gateway shutting down"))
+        for worker in list(self._workers.values()):
+            self._send(worker, Goodbye())
+        self._workers.clear()
+
+    def close(self) -> None:
+        """Close the socket (after a short linger for the last messages)."""
+        for handle in (self._tick_handle, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
+        self._tick_handle = self._retry_handle = None
+        sock = self._socket
+        if sock is None:
+            return
+        if self._workers:  # closed without shutdown(): still tell the workers
+            for worker in list(self._workers.values()):
+                self._send(worker, Goodbye())
+            self._workers.clear()
+        self._socket = None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        sock.close()
+        self._terminate_context()
+
+    def _terminate_context(self) -> None:
+        if self._own_context and self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def handle(self, cycle: RequestCycle) -> None:
+        path = cycle.request.path
+        if path == b"/healthz":
+            self._respond(cycle, 200, b"ok\n")
+            return
+        if path == b"/readyz":
+            if self.ready:
+                self._respond(cycle, 200, b"ready\n")
+            else:
+                self._respond(cycle, 503, b"no worker attached\n", retry_after=True)
+            return
+        now = self.clock.monotonic()
+        job = _Job(next(self._ids), cycle, now + self.config.queue_timeout)
+        self._jobs[job.id] = job
+        cycle.body.listener = lambda: self._body_event(job)
+        self._enqueue(job)
+
+    # -- public state ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """At least one worker is attached (and not leaving)."""
+        return any(not w.draining for w in self._workers.values())
+
+    @property
+    def worker_count(self) -> int:
+        return len(self._workers)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- dispatching --------------------------------------------------------------------
+
+    def _enqueue(self, job: _Job, front: bool = False) -> None:
+        if self._dispatch(job):
+            return
+        if len(self._queue) >= self.config.queue_limit:
+            self._fail(job, NoWorker("request queue full"))
+            return
+        if front:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
+
+    def _pick(self) -> _Worker | None:
+        best: _Worker | None = None
+        for worker in self._workers.values():
+            if worker.credit <= 0 or worker.draining:
+                continue
+            if best is None or (worker.credit, -worker.last_used) > (best.credit, -best.last_used):
+                best = worker
+        return best
+
+    def _dispatch(self, job: _Job) -> bool:
+        """Send the job's head to a worker with credit; False if none has any."""
+        worker = self._pick()
+        if worker is None:
+            return False
+        cycle = job.cycle
+        request = cycle.request
+        now = self.clock.monotonic()
+        head = RequestHead(
+            id=job.id, method=request.method, target=request.target, path=request.path,
+            query=request.query, headers=request.headers, http_version=request.http_version,
+            scheme=cycle.scheme, client=cycle.client, server=cycle.server,
+            root_path=cycle.root_path,
+            content_length=None if request.chunked else (request.content_length or 0),
+            expect_continue=request.expect_continue,
+            response_window=self.config.output_high_water)
+        try:
+            frames = encode(head)
+        except FabricProtocolError as error:  # pragma: no cover - heads are bounded
+            log.error("cannot forward %r: %s", request.target, error)
+            self._fail(job, WorkerLost(str(error)))
+            return True
+        worker.credit -= 1
+        worker.last_used = now
+        worker.jobs[job.id] = job
+        job.worker = worker
+        job.state = _State.SENT
+        job.deadline = now + self.config.request_timeout
+        job.body_credit = worker.body_window
+        job.resp_window = self.config.output_high_water
+        self._send_frames(worker, frames)
+        self._pump_body(job)
+        return True
+
+    def _drain_queue(self) -> None:
+        while self._queue:
+            job = self._queue[0]
+            if job.state is not _State.QUEUED:
+                self._queue.popleft()
+                continue
+            if not self._dispatch(job):
+                return
+            self._queue.popleft()
+
+    # -- request body -------------------------------------------------------------------
+
+    def _body_event(self, job: _Job) -> None:
+        """The cycle's body listener: bytes arrived, the body ended or failed."""
+        if job.state is _State.DONE:
+            return
+        if _gone(job.cycle):
+            self._client_gone(job)
+            return
+        if job.state is _State.SENT:
+            self._pump_body(job)
+
+    def _pump_body(self, job: _Job) -> None:
+        if job.state is not _State.SENT or job.end_sent or not job.has_body:
+            return
+        if job.expect_continue and not job.continued:
+            return  # not a byte (nor a 100) before the worker's Continue
+        worker = job.worker
+        assert worker is not None
+        body = job.cycle.body
+        while True:
+            if body.exhausted:  # also when the window closed on the last byte
+                job.end_sent = True
+                self._send(worker, RequestEnd(job.id, []))
+                return
+            if job.body_credit <= 0:
+                return
+            try:
+                data = body.read_nowait(min(job.body_credit, _BODY_CHUNK))
+            except Exception:
+                # The client left, or the connection gave up on the body (408).
+                if _gone(job.cycle):
+                    self._client_gone(job)
+                return
+            if data is None:
+                return
+            if not data:
+                job.end_sent = True
+                self._send(worker, RequestEnd(job.id, []))
+                return
+            job.body_credit -= len(data)
+            job.body_sent += len(data)
+            self._send(worker, RequestBody(job.id, data))
+
+    # -- the socket -------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        self._read_scheduled = False
+        sock = self._socket
+        if sock is None:
+            return
+        for _ in range(_DRAIN_BUDGET):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:  # pragma: no cover - the socket is closing
+                return
+            try:
+                self._received(frames)
+            except Exception:
+                log.exception("internal error handling a fabric message")
+            if self._socket is None:
+                return
+        self._schedule_read()  # budget used: the rest after other callbacks
+
+    def _schedule_read(self) -> None:
+        if not self._read_scheduled and self._loop is not None:
+            self._read_scheduled = True
+            self._loop.call_soon(self._on_readable)
+
+    def _send(self, worker: _Worker, message: Message) -> None:
+        self._send_frames(worker, encode(message))
+
+    def _send_frames(self, worker: _Worker, frames: list[bytes]) -> None:
+        if worker.outbox:
+            worker.outbox.append(frames)
+            return
+        self._try_send(worker, frames)
+
+    def _try_send(self, worker: _Worker, frames: list[bytes]) -> bool:
+        sock = self._socket
+        if sock is None:
+            return True
+        try:
+            sock.send_multipart([worker.identity, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            worker.outbox.append(frames)
+            self._schedule_retry()
+            return False
+        except zmq.ZMQError as error:
+            if error.errno == zmq.EHOSTUNREACH:
+                if self._workers.get(worker.identity) is worker and self._loop is not None:
+                    self._loop.call_soon(self._lose, worker, "unreachable")
+                return True
+            raise
+        finally:
+            # A send may consume the FD's edge: look at EVENTS again soon.
+            self._schedule_read()
+        worker.last_sent = self.clock.monotonic()
+        return True
+
+    def _schedule_retry(self) -> None:
+        if self._retry_handle is None and self._loop is not None:
+            self._retry_handle = self._loop.call_later(_RETRY_DELAY, self._retry_outboxes)
+
+    def _retry_outboxes(self) -> None:
+        self._retry_handle = None
+        for worker in list(self._workers.values()):
+            outbox = worker.outbox
+            while outbox:
+                frames = outbox.popleft()
+                if not self._try_send(worker, frames):
+                    # _try_send put it at the back: restore the order.
+                    outbox.appendleft(outbox.pop())
+                    break
+
+    def _send_raw_goodbye(self, identity: bytes) -> None:
+        sock = self._socket
+        if sock is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            sock.send_multipart([identity, *encode(Goodbye())], zmq.NOBLOCK)
+        self._schedule_read()
+
+    # -- messages from workers ------------------------------------------------------------
+
+    def _received(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        try:
+            message = decode(frames[1:], Side.WORKER)
+        except FabricProtocolError as error:
+            self._malformed(identity, error)
+            return
+        now = self.clock.monotonic()
+        worker = self._workers.get(identity)
+        if isinstance(message, Ready):
+            self._ready(identity, message, worker, now)
+            return
+        if worker is None:
+            if not isinstance(message, Goodbye):
+                self._send_raw_goodbye(identity)  # 9.4: I do not know you
+            return
+        worker.last_heard = now
+        if isinstance(message, Heartbeat):
+            return
+        if isinstance(message, Credit):
+            if not worker.draining:
+                worker.credit += message.slots
+                self._drain_queue()
+            return
+        if isinstance(message, Goodbye):
+            log.info("worker %s is leaving (%d in flight)", worker.name, len(worker.jobs))
+            worker.draining = True
+            worker.credit = 0
+            if not worker.jobs:
+                self._forget(worker)
+            return
+        job = worker.jobs.get(message.id)
+        if job is None or job.state is not _State.SENT:
+            return  # crossed a Cancel or the end: normal
+        if isinstance(message, ResponseBody):
+            self._response_body(job, message)
+        elif isinstance(message, ResponseHead):
+            self._response_head(job, message)
+        elif isinstance(message, ResponseEnd):
+            self._response_end(job, message)
+        elif isinstance(message, BodyCredit):
+            job.body_credit += message.size
+            self._pump_body(job)
+        elif (isinstance(message, Continue) and job.expect_continue and not job.continued
+              and not job.head_received):
+            job.continued = True
+            job.cycle.send_continue()
+            self._pump_body(job)
+
+    def _ready(self, identity: bytes, ready: Ready, known: _Worker | None, now: float) -> None:
+        if known is not None:
+            self._lose(known, "restarted (a second Ready)")
+        worker = _Worker(identity, ready, now)
+        self._workers[identity] = worker
+        log.info("worker %s (pid %d, %s) attached with capacity %d",
+                 ready.name, ready.pid, ready.app, ready.capacity)
+        self._drain_queue()
+
+    def _malformed(self, identity: bytes, error: FabricProtocolError) -> None:
+        now = self.clock.monotonic()
+        if now - self._malformed_window >= 1.0:
+            if self._malformed_count > _MALFORMED_LOGS_PER_SECOND:
+                log.warning("%d more malformed fabric messages dropped",
+                            self._malformed_count - _MALFORMED_LOGS_PER_SECOND)
+            self._malformed_window = now
+            self._malformed_count = 0
+        self._malformed_count += 1
+        if self._malformed_count <= _MALFORMED_LOGS_PER_SECOND:
+            log.warning("malformed fabric message from %s dropped: %s", identity.hex(), error)
+
+    # -- responses ------------------------------------------------------------------------
+
+    def _response_head(self, job: _Job, message: ResponseHead) -> None:
+        if job.head_received:
+            self._protocol_error(job, "a second ResponseHead")
+            return
+        job.head_received = True
+        cycle = job.cycle
+        cycle.start_response(message.status, message.headers, message.reason)
+        if not cycle.response_started or cycle.finished:
+            # The head was refused (the connection answered 500) or the client left.
+            self._cancel(job, CancelReason.CLIENT_GONE if cycle.disconnected
+                         else CancelReason.PROTOCOL_ERROR)
+            self._finish(job)
+
+    def _response_body(self, job: _Job, message: ResponseBody) -> None:
+        if not job.head_received:
+            self._protocol_error(job, "ResponseBody before ResponseHead")
+            return
+        size = len(message.data)
+        if size > job.resp_window:
+            self._protocol_error(job, "more response body than its credit")
+            return
+        if not size:
+            return
+        job.resp_window -= size
+        job.uncredited += size
+        cycle = job.cycle
+        if cycle.request.method != b"HEAD":
+            cycle.send_data(message.data)
+            if cycle.finished or cycle.disconnected:
+                self._cancel(job, CancelReason.CLIENT_GONE if cycle.disconnected
+                             else CancelReason.PROTOCOL_ERROR)
+                self._finish(job)
+                return
+        self._grant_response_credit(job)
+
+    def _grant_response_credit(self, job: _Job) -> None:
+        """Credit back what the client took; wait while its output is over high water."""
+        if job.state is not _State.SENT or job.waiting_output or not job.uncredited:
+            return
+        # Batch: credit once half the window is used (the worker stalls only
+        # on a closed window, which is always more than half used).
+        if job.uncredited * 2 < self.config.output_high_water and job.resp_window > 0:
+            return
+        waiter = job.cycle.output_waiter()
+        if waiter is not None:
+            job.waiting_output = True
+            waiter.add_done_callback(lambda _f: self._output_drained(job))
+            return
+        size, job.uncredited = job.uncredited, 0
+        job.resp_window += size
+        assert job.worker is not None
+        self._send(job.worker, ResponseCredit(job.id, size))
+
+    def _output_drained(self, job: _Job) -> None:
+        job.waiting_output = False
+        if job.state is not _State.SENT:
+            return
+        if _gone(job.cycle):
+            self._client_gone(job)
+            return
+        self._grant_response_credit(job)
+
+    def _response_end(self, job: _Job, message: ResponseEnd) -> None:
+        if not job.head_received:
+            self._protocol_error(job, "ResponseEnd before ResponseHead")
+            return
+        self._finish(job)  # before the cycle ends: it may start the next request
+        if message.aborted:
+            job.cycle.abort()
+        else:
+            job.cycle.end_response()
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def _finish(self, job: _Job) -> None:
+        """Forget the job (its worker's slot returns by Credit, not here)."""
+        if job.state is _State.DONE:
+            return
+        if job.state is _State.QUEUED:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(job)
+        job.state = _State.DONE
+        self._jobs.pop(job.id, None)
+        if job.cycle.body.listener is not None:
+            job.cycle.body.listener = None
+        worker = job.worker
+        if worker is not None:
+            worker.jobs.pop(job.id, None)
+            if worker.draining and not worker.jobs and self._workers.get(worker.identity) is worker:
+                self._forget(worker)
+
+    def _fail(self, job: _Job, error: FabricError) -> None:
+        """End the job with ``error``'s status, or a closed connection once started."""
+        self._finish(job)
+        cycle = job.cycle
+        if cycle.finished or cycle.disconnected:
+            return
+        if cycle.response_started:
+            cycle.abort()
+            return
+        log.info("%s %r: %s", cycle.request.method.decode("ascii", "replace"),
+                 cycle.request.target, error)
+        self._respond(cycle, error.status, f"{error}\n".encode(),
+                      retry_after=isinstance(error, NoWorker))
+
+    def _cancel(self, job: _Job, reason: CancelReason) -> None:
+        worker = job.worker
+        if (job.state is _State.SENT and worker is not None
+                and self._workers.get(worker.identity) is worker):
+            self._send(worker, Cancel(job.id, reason))
+
+    def _client_gone(self, job: _Job) -> None:
+        self._cancel(job, CancelReason.CLIENT_GONE)
+        self._finish(job)
+
+    def _protocol_error(self, job: _Job, what: str) -> None:
+        worker = job.worker
+        log.warning("worker %s broke the protocol on request %d: %s",
+                    worker.name if worker else "?", job.id, what)
+        self._cancel(job, CancelReason.PROTOCOL_ERROR)
+        self._fail(job, WorkerLost(f"worker protocol error: {what}"))
+
+    def _lose(self, worker: _Worker, why: str) -> None:
+        """Forget ``worker``; its requests fail (502 / abort) or are retried once."""
+        if self._workers.get(worker.identity) is not worker:
+            return
+        del self._workers[worker.identity]
+        log.warning("worker %s lost (%s); %d request(s) in flight", worker.name, why,
+                    len(worker.jobs))
+        jobs, worker.jobs = list(worker.jobs.values()), {}
+        worker.outbox.clear()
+        for job in jobs:
+            if job.state is not _State.SENT:
+                continue
+            if (not job.retried and not job.head_received and job.body_sent == 0
+                    and not job.end_sent and job.cycle.request.method in _IDEMPOTENT
+                    and not job.cycle.disconnected):
+                self._retry(job)
+            else:
+                self._fail(job, WorkerLost("worker lost"))
+
+    def _retry(self, job: _Job) -> None:
+        job.state = _State.DONE
+        self._jobs.pop(job.id, None)
+        now = self.clock.monotonic()
+        again = _Job(next(self._ids), job.cycle, now + self.config.queue_timeout, retried=True)
+        self._jobs[again.id] = again
+        job.cycle.body.listener = lambda: self._body_event(again)
+        log.info("retrying request %d as %d", job.id, again.id)
+        self._enqueue(again, front=True)
+
+    def _forget(self, worker: _Worker) -> None:
+        if self._workers.get(worker.identity) is worker:
+            del self._workers[worker.identity]
+            log.info("worker %s detached", worker.name)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        try:
+            self._check(self.clock.monotonic())
+        except Exception:
+            log.exception("internal error in the fabric timer")
+        finally:
+            if self._socket is not None and self._loop is not None:
+                self._tick_handle = self._loop.call_later(_TICK, self._tick)
+
+    def _check(self, now: float) -> None:
+        lost_after = HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
+        for worker in list(self._workers.values()):
+            if now - worker.last_heard > lost_after:
+                self._lose(worker, f"silent for {now - worker.last_heard:.1f} s")
+            elif now - worker.last_sent >= HEARTBEAT_INTERVAL and not worker.outbox:
+                self._send(worker, Heartbeat())
+        for job in list(self._jobs.values()):
+            if job.state is _State.DONE:
+                continue
+            if _gone(job.cycle):
+                self._client_gone(job)
+            elif job.state is _State.QUEUED and now >= job.deadline:
+                self._fail(job, NoWorker("no worker became free in time"))
+            elif job.state is _State.SENT and not job.head_received and now >= job.deadline:
+                self._cancel(job, CancelReason.TIMEOUT)
+                self._fail(job, WorkerTimeout("the worker did not answer in time"))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _respond(cycle: RequestCycle, status: int, body: bytes, *,
+                 retry_after: bool = False) -> None:
+        headers: Headers = [(b"content-type", _TEXT), (b"content-length", b"%d" % len(body))]
+        if retry_after:
+            headers.append((b"retry-after", b"1"))
+        cycle.respond(status, headers, body)
