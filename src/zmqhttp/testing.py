@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
 from zmqhttp.config import Config
 from zmqhttp.server.clock import ManualClock
+from zmqhttp.server.cycle import AppAdapter
 from zmqhttp.server.server import Server
 
 __all__ = ["ManualClock", "ServerThread", "splits"]
@@ -36,7 +37,9 @@ class ServerThread:
     """A server on a background thread, for tests and notebooks.
 
     Args:
-        app: the WSGI application.
+        app: the WSGI or ASGI application (None with a custom adapter).
+        adapter: builds the AppAdapter from the merged Config, e.g.
+            ``FabricAdapter`` to test the gateway.
         config: base settings; ``bind`` defaults to a random loopback port.
         startup_timeout: seconds to wait for the server to listen.
         **settings: Config fields to override.
@@ -45,11 +48,15 @@ class ServerThread:
     """
 
     def __init__(self, app: Any, config: Config | None = None, *,
-                 startup_timeout: float = 10.0, **settings: Any) -> None:
+                 startup_timeout: float = 10.0,
+                 adapter: Callable[[Config], AppAdapter] | None = None,
+                 **settings: Any) -> None:
         settings.setdefault("bind", ["tcp://127.0.0.1:0"])
         settings.setdefault("access_log", False)
-        base = config or Config()
-        self.server = Server(app, base.replace(**settings))
+        merged = (config or Config()).replace(**settings)
+        #: The adapter built by ``adapter(config)``, if one was given.
+        self.adapter = adapter(merged) if adapter is not None else None
+        self.server = Server(app, merged, adapter=self.adapter)
         self._startup_timeout = startup_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="zmqhttp-test-server", daemon=True)
