@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import socket
 import threading
@@ -85,10 +86,8 @@ def fabric() -> Iterator[Callable[[int], tuple[ServerThread, list[WorkerThread]]
 
     yield start
     for step in reversed(cleanup):
-        try:
+        with contextlib.suppress(Exception):  # best effort; the test result stands
             step()
-        except Exception:  # teardown is best effort; the test result stands
-            pass
 
 
 def status(gateway: ServerThread, path: str) -> int:
