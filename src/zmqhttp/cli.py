@@ -309,14 +309,16 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
 @click.option("--request-timeout", type=click.FloatRange(0), default=None,
               envvar="ZMQHTTP_REQUEST_TIMEOUT",
               help="Seconds for a worker to start its response (504).")
+@click.option("--insecure", is_flag=True, envvar="ZMQHTTP_FABRIC_INSECURE",
+              help="Allow a non-loopback tcp:// fabric without CURVE (trusted networks only).")
 @click.option("--log-level", envvar="ZMQHTTP_LOG_LEVEL", default="info",
               type=click.Choice(["critical", "error", "warning", "info", "debug"],
                                 case_sensitive=False), help="Log level.")
 @click.option("--access-log/--no-access-log", envvar="ZMQHTTP_ACCESS_LOG", default=True,
               help="One line per request on stdout.")
 def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | None,
-            queue_timeout: float | None, request_timeout: float | None, log_level: str,
-            access_log: bool) -> None:
+            queue_timeout: float | None, request_timeout: float | None, insecure: bool,
+            log_level: str, access_log: bool) -> None:
     """Serve HTTP by handing requests to fabric workers (docs/protocol.md)."""
     from zmqhttp.fabric.dispatcher import FabricAdapter
 
@@ -325,7 +327,8 @@ def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | N
     values = {k: v for k, v in values.items() if v is not None}
     if bind:
         values["bind"] = list(bind)
-    config = Config(log_level=log_level, access_log=access_log, fabric=list(fabric), **values)
+    config = Config(log_level=log_level, access_log=access_log, fabric=list(fabric),
+                    fabric_insecure=insecure, **values)
     try:
         config.binds()
     except ValueError as exc:
@@ -335,6 +338,8 @@ def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | N
     server = Server(None, config, adapter=FabricAdapter(config))
     try:
         asyncio.run(run_server(server))
+    except ValueError as exc:
+        _fail(str(exc))
     except zmq.ZMQError as exc:
         _fail(f"cannot listen on {', '.join(config.bind + config.fabric)}: {exc}")
     except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set

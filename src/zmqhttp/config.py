@@ -128,6 +128,9 @@ class Config:
     #: Gateway (``zmqhttp gateway``): ZeroMQ endpoints the fabric ROUTER binds,
     #: e.g. ``tcp://127.0.0.1:5555`` or ``ipc:///run/zmqhttp.sock``.
     fabric: list[str] = field(default_factory=list)
+    #: Bind the fabric on non-loopback tcp:// without CURVE (anyone who can
+    #: connect receives requests): only for trusted private networks.
+    fabric_insecure: bool = False
     #: Gateway: requests waiting for a free worker slot at most; more get 503.
     queue_limit: int = 1000
     #: Gateway: seconds a request waits for a free worker slot before a 503.

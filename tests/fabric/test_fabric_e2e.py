@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import http.client
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from zmqhttp.config import Config
-from zmqhttp.fabric.dispatcher import FabricAdapter
+from zmqhttp.fabric.dispatcher import FabricAdapter, _private_endpoint
 from zmqhttp.fabric.worker import Worker
 from zmqhttp.testing import ServerThread
 
@@ -152,3 +154,32 @@ def test_a_lost_worker_costs_only_its_requests(
     thread.join(15)
     assert results == [502]
     assert all(status(gateway, "/") == 200 for _ in range(10))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "private"),
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://[::1]:5555", True),
+        ("tcp://localhost:5555", True),
+        ("ipc:///tmp/zmqhttp.sock", True),
+        ("tcp://*:5555", False),
+        ("tcp://0.0.0.0:5555", False),
+        ("tcp://10.0.0.5:5555", False),
+        ("tcp://eth0:5555", False),
+    ],
+)
+def test_only_private_fabric_endpoints_without_curve(endpoint: str, private: bool) -> None:
+    assert _private_endpoint(endpoint) is private
+
+
+def test_gateway_refuses_a_public_fabric_without_insecure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "zmqhttp", "gateway", "--bind", "127.0.0.1:0",
+         "--fabric", "tcp://0.0.0.0:0"],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: refusing to bind the fabric"), result.stderr
+    assert "Traceback" not in result.stderr

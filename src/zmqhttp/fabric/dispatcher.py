@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import itertools
 import logging
 from collections import deque
@@ -193,6 +194,13 @@ class FabricAdapter:
         """Bind the ROUTER socket to every ``config.fabric`` endpoint."""
         if not self.config.fabric:
             raise ValueError("the gateway needs at least one --fabric endpoint")
+        if not self.config.fabric_insecure:
+            for endpoint in self.config.fabric:
+                if not _private_endpoint(endpoint):
+                    # Whoever connects gets requests, cookies included: without
+                    # CURVE (not built yet) only loopback and ipc:// are safe.
+                    raise ValueError(f"refusing to bind the fabric on {endpoint} without "
+                                     "CURVE; use a loopback or ipc:// endpoint, or --insecure")
         self._loop = asyncio.get_running_loop()
         if self._context is None:
             self._context = zmq.Context()
@@ -742,3 +750,17 @@ class FabricAdapter:
         if retry_after:
             headers.append((b"retry-after", b"1"))
         cycle.respond(status, headers, body)
+
+
+def _private_endpoint(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback address."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint.startswith(("ipc://", "inproc://"))
+    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name, a DNS name: not provably loopback
+
