@@ -73,7 +73,7 @@ def serve(app: Any, bind: str | list[str] | None = None, config: Config | None =
     """Serve ``app`` until SIGINT/SIGTERM; blocks the calling thread.
 
     Args:
-        app: a WSGI application.
+        app: a WSGI or ASGI application (``interface`` tells which; auto by default).
         bind: ``HOST:PORT`` or ``tcp://HOST:PORT``, or a list of them.
         config: base settings; ``settings`` keywords override single fields
             (any :class:`~zmqhttp.config.Config` field, e.g. ``threads=20``).

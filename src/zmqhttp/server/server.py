@@ -51,7 +51,7 @@ class Server:
     """An HTTP/1.1 server for one application.
 
     Args:
-        app: a WSGI application, or anything an ``adapter`` understands.
+        app: a WSGI or ASGI application, or anything an ``adapter`` understands.
         config: settings; keyword ``overrides`` replace single fields.
         context: a ZeroMQ context to share (a pyzmq program's own); the
             server creates (and terminates) its own if not given.
