@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -296,12 +298,13 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
 
 
 @main.command()
+@click.argument("app", required=False)
 @click.option("--bind", multiple=True, envvar="ZMQHTTP_BIND",
               help="HTTP address to listen on, tcp://HOST:PORT; repeatable. "
                    "[default: tcp://127.0.0.1:8000]")
-@click.option("--fabric", multiple=True, required=True, envvar="ZMQHTTP_FABRIC",
+@click.option("--fabric", multiple=True, envvar="ZMQHTTP_FABRIC",
               help="ZeroMQ endpoint the workers connect to, e.g. tcp://127.0.0.1:5555; "
-                   "repeatable.")
+                   "repeatable. Required unless APP is given.")
 @click.option("--queue-limit", type=click.IntRange(0), default=None,
               envvar="ZMQHTTP_QUEUE_LIMIT", help="Requests waiting for a worker (503 above).")
 @click.option("--queue-timeout", type=click.FloatRange(0), default=None,
@@ -311,17 +314,42 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
               help="Seconds for a worker to start its response (504).")
 @click.option("--insecure", is_flag=True, envvar="ZMQHTTP_FABRIC_INSECURE",
               help="Allow a non-loopback tcp:// fabric without CURVE (trusted networks only).")
+@click.option("--workers", type=click.IntRange(1), default=None, envvar="ZMQHTTP_WORKERS",
+              help="With APP: local worker processes, over a private ipc:// endpoint. "
+                   "[default: 1]")
+@click.option("--interface", type=click.Choice(["auto", "wsgi", "asgi", "asgi3", "asgi2"]),
+              default="auto", envvar="ZMQHTTP_INTERFACE",
+              help="With APP: application interface.")
+@click.option("--lifespan", type=click.Choice(["auto", "on", "off"]), default="auto",
+              envvar="ZMQHTTP_LIFESPAN", help="With APP: ASGI lifespan protocol.")
+@click.option("--threads", type=click.IntRange(1), default=None, envvar="ZMQHTTP_THREADS",
+              help="With APP: WSGI threads per worker. [default: 10]")
+@click.option("--app-dir", envvar="ZMQHTTP_APP_DIR", default=None,
+              help="With APP: directory to add to sys.path before importing the app.")
+@click.option("--factory", is_flag=True, envvar="ZMQHTTP_FACTORY",
+              help="With APP: treat MODULE:ATTR as a factory returning the app.")
 @click.option("--log-level", envvar="ZMQHTTP_LOG_LEVEL", default="info",
               type=click.Choice(["critical", "error", "warning", "info", "debug"],
                                 case_sensitive=False), help="Log level.")
 @click.option("--access-log/--no-access-log", envvar="ZMQHTTP_ACCESS_LOG", default=True,
               help="One line per request on stdout.")
-def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | None,
-            queue_timeout: float | None, request_timeout: float | None, insecure: bool,
-            log_level: str, access_log: bool) -> None:
-    """Serve HTTP by handing requests to fabric workers (docs/protocol.md)."""
+def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
+            queue_limit: int | None, queue_timeout: float | None,
+            request_timeout: float | None, insecure: bool, workers: int | None,
+            interface: str, lifespan: str, threads: int | None, app_dir: str | None,
+            factory: bool, log_level: str, access_log: bool) -> None:
+    """Serve HTTP by handing requests to fabric workers (docs/protocol.md).
+
+    With APP (MODULE:ATTR), also run --workers local worker processes serving
+    it; remote workers may still connect on the --fabric endpoints.
+    """
     from zmqhttp.fabric.dispatcher import FabricAdapter
 
+    if app is None:
+        if not fabric:
+            raise click.UsageError("Missing option '--fabric' (or give APP).")
+        if workers is not None:
+            raise click.UsageError("--workers needs APP (MODULE:ATTR).")
     values: dict[str, Any] = {"queue_limit": queue_limit, "queue_timeout": queue_timeout,
                               "request_timeout": request_timeout}
     values = {k: v for k, v in values.items() if v is not None}
@@ -335,6 +363,14 @@ def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | N
         _fail(str(exc))
     configure_logging(log_level, access_log)
     _raise_file_limit()
+    if app is not None:
+        worker_values: dict[str, Any] = {"interface": interface, "lifespan": lifespan,
+                                         "log_level": log_level, "access_log": False}
+        if threads is not None:
+            worker_values["threads"] = threads
+        _gateway_with_workers(config, Config(**worker_values), app, workers or 1,
+                              app_dir, factory)
+        return
     server = Server(None, config, adapter=FabricAdapter(config))
     try:
         asyncio.run(run_server(server))
@@ -344,6 +380,43 @@ def gateway(bind: tuple[str, ...], fabric: tuple[str, ...], queue_limit: int | N
         _fail(f"cannot listen on {', '.join(config.bind + config.fabric)}: {exc}")
     except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
         sys.exit(130)
+
+
+def _gateway_with_workers(config: Config, worker_config: Config, app: str, workers: int,
+                          app_dir: str | None, factory: bool) -> None:
+    """The gateway plus ``workers`` local fabric workers on a private ipc:// endpoint."""
+    from zmqhttp.fabric.dispatcher import FabricAdapter
+    from zmqhttp.supervisor.fabric_worker import FabricApp, serve_fabric_worker
+    from zmqhttp.supervisor.gateway import run_gateway
+
+    private_dir = tempfile.mkdtemp(prefix="zmqhttp-gateway-")
+    forced = False
+    try:
+        endpoint = f"ipc://{os.path.join(private_dir, 'fabric')}"
+        config = config.replace(fabric=[*config.fabric, endpoint])
+        worker_config = worker_config.replace(
+            timeout_graceful_shutdown=config.timeout_graceful_shutdown)
+        spec = WorkerSpec(serve_fabric_worker,
+                          (FabricApp(app, endpoint, app_dir, factory), worker_config),
+                          name="worker")
+        supervisor = Supervisor(spec, workers, stop_timeout=config.timeout_graceful_shutdown)
+        server = Server(None, config, adapter=FabricAdapter(config))
+        try:
+            forced = asyncio.run(run_gateway(server, supervisor))
+        except BootFailed as exc:
+            _fail(str(exc))
+        except ValueError as exc:
+            _fail(str(exc))
+        except zmq.ZMQError as exc:
+            _fail(f"cannot listen on {', '.join(config.bind + config.fabric)}: {exc}")
+        except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
+            sys.exit(130)
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+    if forced:  # application threads are in the workers, but do not linger either
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _fail(message: str) -> None:
