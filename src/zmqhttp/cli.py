@@ -19,9 +19,9 @@ import socket
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import zmq
@@ -30,6 +30,7 @@ from zmqhttp import __version__
 from zmqhttp.apps.lifespan import LifespanFailure
 from zmqhttp.apps.loader import AppLoadError, load_app
 from zmqhttp.config import Config
+from zmqhttp.errors import ConfigError
 from zmqhttp.observability.logs import configure_logging
 from zmqhttp.server.run import run_server
 from zmqhttp.server.server import Server
@@ -182,20 +183,7 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
         _fail(str(exc))
     _raise_file_limit()
     server = Server(application, config)
-    try:
-        forced = asyncio.run(run_server(server))
-    except (AppLoadError, LifespanFailure) as exc:
-        _fail(str(exc))
-    except zmq.ZMQError as exc:
-        _fail(f"cannot listen on {', '.join(config.bind)}: {exc}")
-    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
-        sys.exit(130)
-    if forced:
-        # Application threads still busy would keep the interpreter alive at
-        # exit (thread pools are joined then): a forced stop must not wait.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    _exit_if_forced(_run_main(run_server(server), f"cannot listen on {', '.join(config.bind)}"))
 
 
 @main.command()
@@ -239,18 +227,7 @@ def worker(app: str, connect: str, interface: str, lifespan: str, threads: int |
     from zmqhttp.fabric.worker import Worker  # only this command needs it
 
     fabric_worker = Worker(application, config, connect, capacity, app_name=app)
-    try:
-        forced = asyncio.run(_run_fabric_worker(fabric_worker))
-    except (AppLoadError, LifespanFailure) as exc:
-        _fail(str(exc))
-    except zmq.ZMQError as exc:
-        _fail(f"cannot connect to {connect}: {exc}")
-    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
-        sys.exit(130)
-    if forced:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    _exit_if_forced(_run_main(_run_fabric_worker(fabric_worker), f"cannot connect to {connect}"))
 
 
 async def _run_fabric_worker(fabric_worker: Any) -> bool:
@@ -372,14 +349,8 @@ def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
                               app_dir, factory)
         return
     server = Server(None, config, adapter=FabricAdapter(config))
-    try:
-        asyncio.run(run_server(server))
-    except ValueError as exc:
-        _fail(str(exc))
-    except zmq.ZMQError as exc:
-        _fail(f"cannot listen on {', '.join(config.bind + config.fabric)}: {exc}")
-    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
-        sys.exit(130)
+    _exit_if_forced(_run_main(run_server(server),
+                              f"cannot listen on {', '.join(config.bind + config.fabric)}"))
 
 
 def _gateway_with_workers(config: Config, worker_config: Config, app: str, workers: int,
@@ -401,25 +372,40 @@ def _gateway_with_workers(config: Config, worker_config: Config, app: str, worke
                           name="worker")
         supervisor = Supervisor(spec, workers, stop_timeout=config.timeout_graceful_shutdown)
         server = Server(None, config, adapter=FabricAdapter(config))
-        try:
-            forced = asyncio.run(run_gateway(server, supervisor))
-        except BootFailed as exc:
-            _fail(str(exc))
-        except ValueError as exc:
-            _fail(str(exc))
-        except zmq.ZMQError as exc:
-            _fail(f"cannot listen on {', '.join(config.bind + config.fabric)}: {exc}")
-        except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
-            sys.exit(130)
+        forced = _run_main(run_gateway(server, supervisor),
+                           f"cannot listen on {', '.join(config.bind + config.fabric)}")
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
-    if forced:  # application threads are in the workers, but do not linger either
+    _exit_if_forced(forced)
+
+
+def _run_main(main: Coroutine[Any, Any, bool | None], zmq_failure: str) -> bool:
+    """Run a command's main coroutine; True if it was stopped by force.
+
+    Failures the user can act on (an app that cannot load or start, a worker
+    that cannot boot, a refused setting, a socket that cannot bind) become one
+    ``Error:`` line and exit status 1, never a traceback.
+    """
+    try:
+        return bool(asyncio.run(main))
+    except (AppLoadError, LifespanFailure, BootFailed, ConfigError) as exc:
+        _fail(str(exc))
+    except zmq.ZMQError as exc:
+        _fail(f"{zmq_failure}: {exc}")
+    except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were set
+        sys.exit(130)
+
+
+def _exit_if_forced(forced: bool) -> None:
+    """After a forced stop, exit now: busy application threads would keep the
+    interpreter alive at exit (thread pools are joined then)."""
+    if forced:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "ConfigError",
     "ContentTooLarge",
     "FabricError",
     "FabricProtocolError",
@@ -89,6 +90,10 @@ class ServiceUnavailable(ProtocolError):
 
 class VersionNotSupported(ProtocolError):
     status = 505
+
+
+class ConfigError(ZmqHttpError, ValueError):
+    """A setting the server refuses to run with (the CLI prints it in one line)."""
 
 
 class LocalProtocolError(ZmqHttpError):

@@ -31,7 +31,14 @@ from typing import Any
 import zmq
 
 from zmqhttp.config import Config
-from zmqhttp.errors import FabricError, FabricProtocolError, NoWorker, WorkerLost, WorkerTimeout
+from zmqhttp.errors import (
+    ConfigError,
+    FabricError,
+    FabricProtocolError,
+    NoWorker,
+    WorkerLost,
+    WorkerTimeout,
+)
 from zmqhttp.fabric.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -193,13 +200,13 @@ class FabricAdapter:
     async def startup(self) -> None:
         """Bind the ROUTER socket to every ``config.fabric`` endpoint."""
         if not self.config.fabric:
-            raise ValueError("the gateway needs at least one --fabric endpoint")
+            raise ConfigError("the gateway needs at least one --fabric endpoint")
         if not self.config.fabric_insecure:
             for endpoint in self.config.fabric:
                 if not _private_endpoint(endpoint):
                     # Whoever connects gets requests, cookies included: without
                     # CURVE (not built yet) only loopback and ipc:// are safe.
-                    raise ValueError(f"refusing to bind the fabric on {endpoint} without "
+                    raise ConfigError(f"refusing to bind the fabric on {endpoint} without "
                                      "CURVE; use a loopback or ipc:// endpoint, or --insecure")
         self._loop = asyncio.get_running_loop()
         if self._context is None:
