@@ -131,6 +131,7 @@ class _Exchange:
                 self._fail()
         finally:
             self.cycle.body.listener = None
+            self.cycle.app_done()
 
     def _fail(self) -> None:
         """500 if nothing was sent yet, else close: the response cannot be trusted."""

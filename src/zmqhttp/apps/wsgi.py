@@ -282,6 +282,12 @@ class WSGIAdapter:
         self._pool.shutdown(wait=False)
 
     def _run(self, cycle: RequestCycle) -> None:
+        try:
+            self._serve(cycle)
+        finally:
+            cycle.app_done()
+
+    def _serve(self, cycle: RequestCycle) -> None:
         if cycle.disconnected:
             return
         responder = _Responder(cycle)

@@ -27,8 +27,6 @@ from typing import Any
 import zmq
 
 from zmqhttp.apps import make_adapter
-from zmqhttp.apps.asgi import ASGIAdapter
-from zmqhttp.apps.wsgi import WSGIAdapter
 from zmqhttp.config import Config
 from zmqhttp.errors import FabricProtocolError
 from zmqhttp.fabric.protocol import (
@@ -399,27 +397,10 @@ class Worker:
     def _run_app(self, conn: RemoteConnection, cycle: RequestCycle) -> None:
         adapter = self._adapter
         assert adapter is not None
-        if isinstance(adapter, WSGIAdapter):
-            # Reaches into the adapter to learn when the app has returned.
-            adapter._pool.submit(self._run_wsgi, adapter, conn, cycle)
-        elif isinstance(adapter, ASGIAdapter):
-            before = set(adapter._tasks)
-            adapter.handle(cycle)
-            tasks = adapter._tasks - before
-            if not tasks:
-                conn.app_finished()
-            for task in tasks:
-                task.add_done_callback(lambda _task: conn.app_finished())
-        else:
-            adapter.handle(cycle)
-            conn.app_finished()
-
-    def _run_wsgi(self, adapter: WSGIAdapter, conn: RemoteConnection,
-                  cycle: RequestCycle) -> None:
-        try:
-            adapter._run(cycle)
-        finally:
-            self.call_soon_threadsafe(conn.app_finished)
+        # The adapter calls cycle.app_done() when the app returns, from the
+        # thread that ran it; the slot is freed on the loop.
+        cycle.on_app_done = lambda: self.call_soon_threadsafe(conn.app_finished)
+        adapter.handle(cycle)
 
     # -- RequestOwner ---------------------------------------------------------------------
 

@@ -32,7 +32,12 @@ class AppAdapter(Protocol):
     """What the server needs from an application runner."""
 
     def handle(self, cycle: RequestCycle) -> None:
-        """Start serving ``cycle``; called on the event loop, must not block."""
+        """Start serving ``cycle``; called on the event loop, must not block.
+
+        Once the application has returned (or failed) for this request the
+        adapter calls ``cycle.app_done()``, from whatever thread ran it, so a
+        host (the fabric worker) can free the request's slot.
+        """
         ...
 
     async def startup(self) -> None:
@@ -72,6 +77,7 @@ class RequestCycle:
         "bytes_sent",
         "client",
         "finished",
+        "on_app_done",
         "request",
         "response_headers",
         "root_path",
@@ -118,6 +124,9 @@ class RequestCycle:
         self.status: int | None = None
         self.response_headers: Headers = []
         self.bytes_sent = 0
+        #: Called once by :meth:`app_done`; set by hosts that must know when
+        #: the application returned (any thread may call it).
+        self.on_app_done: Callable[[], None] | None = None
         self.finished = False
 
     @property
@@ -178,6 +187,12 @@ class RequestCycle:
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` on the event loop, from any thread."""
         self._conn.call_soon_threadsafe(callback, *args)
+
+    def app_done(self) -> None:
+        """The application has returned for this request (adapters call it, any thread)."""
+        callback, self.on_app_done = self.on_app_done, None
+        if callback is not None:
+            callback()
 
     # -- loop side -------------------------------------------------------------
 
