@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# One command: a venv with zmqhttp and the peers, then the comparison.
-#   bench/run.sh [compare.py options]   e.g. bench/run.sh --rounds 5 --duration 5
+# One command: wrk (apt) if missing, bench/.venv with zmqhttp (editable) and the pinned
+# peers from bench/requirements.txt, then the comparison. Options go to compare.py:
+#   bench/run.sh                                   all servers, scenarios a-f, 3 rounds of 5 s
+#   bench/run.sh --rounds 1 --duration 3 --servers zmqhttp-asgi,uvicorn --scenarios a,b
+#   bench/run.sh --list
+# Results: bench/results/results.md, results.json, results.png (server logs in logs/).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-python3 -m venv bench/.venv
-bench/.venv/bin/pip install -q -e . -r bench/requirements.txt
-exec bench/.venv/bin/python bench/compare.py "$@"
+cd "$(dirname "$0")"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -r requirements.txt
+exec .venv/bin/python compare.py "$@"
