@@ -82,6 +82,8 @@ _SERVE_FLAGS: list[_Flag] = [
     _Flag("rcvhwm", click.IntRange(1), "libzmq inbound messages per connection."),
     _Flag("body_buffer", click.IntRange(0), "Request body bytes in memory before disk."),
     _Flag("output_high_water", click.IntRange(1024), "Unsent bytes before the app waits."),
+    _Flag("metrics_bind", str, "Serve Prometheus /metrics (and /healthz, /readyz) on this "
+          "HOST:PORT; repeatable. Needs --workers 1.", multiple=True),
 ]
 
 
@@ -109,7 +111,7 @@ def _load_toml(ctx: click.Context, _param: click.Parameter, path: str | None) ->
         name = key.replace("-", "_")
         if name not in known:
             raise click.BadParameter(f"unknown setting {key!r} in {path}")
-        if name == "bind" and isinstance(value, str):
+        if name in ("bind", "metrics_bind") and isinstance(value, str):
             value = [value]
         defaults[name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -166,15 +168,19 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
           **settings: Any) -> None:
     """Serve the application APP, given as MODULE:ATTR."""
     values = {k: v for k, v in settings.items() if v is not None and v != ()}
-    if "bind" in values:
-        values["bind"] = list(values["bind"])
+    for name in ("bind", "metrics_bind"):
+        if name in values:
+            values[name] = list(values[name])
     config = Config(log_level=log_level, access_log=access_log, **values)
     try:
         config.binds()
+        config.metrics_binds()
     except ValueError as exc:
         _fail(str(exc))
     configure_logging(log_level, access_log)
     if config.workers > 1:
+        if config.metrics_bind:
+            _fail("--metrics-bind would be bound by every process: use it with --workers 1")
         _serve_workers(EdgeApp(app, app_dir, factory, log_level, access_log), config)
         return
     try:
@@ -201,6 +207,12 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
 @click.option("--timeout-graceful-shutdown", type=click.FloatRange(0), default=None,
               envvar="ZMQHTTP_TIMEOUT_GRACEFUL_SHUTDOWN",
               help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--curve-secret-key", metavar="FILE", default=None,
+              envvar="ZMQHTTP_CURVE_SECRET_KEY",
+              help="CURVE: this worker's key pair (NAME.key_secret of 'zmqhttp keys generate').")
+@click.option("--curve-server-key", metavar="FILE", default=None,
+              envvar="ZMQHTTP_CURVE_SERVER_KEY",
+              help="CURVE: the gateway's public key file (NAME.key).")
 @click.option("--app-dir", envvar="ZMQHTTP_APP_DIR", default=None,
               help="Directory to add to sys.path before importing the app.")
 @click.option("--factory", is_flag=True, envvar="ZMQHTTP_FACTORY",
@@ -210,10 +222,13 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
                                 case_sensitive=False), help="Log level.")
 def worker(app: str, connect: str, interface: str, lifespan: str, threads: int | None,
            capacity: int | None, timeout_graceful_shutdown: float | None,
+           curve_secret_key: str | None, curve_server_key: str | None,
            app_dir: str | None, factory: bool, log_level: str) -> None:
     """Serve the application APP (MODULE:ATTR) for a fabric gateway at --connect."""
     values: dict[str, Any] = {"interface": interface, "lifespan": lifespan,
-                              "log_level": log_level, "access_log": False}
+                              "log_level": log_level, "access_log": False,
+                              "curve_secret_key": curve_secret_key,
+                              "curve_server_key": curve_server_key}
     if threads is not None:
         values["threads"] = threads
     if timeout_graceful_shutdown is not None:
@@ -289,8 +304,19 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
 @click.option("--request-timeout", type=click.FloatRange(0), default=None,
               envvar="ZMQHTTP_REQUEST_TIMEOUT",
               help="Seconds for a worker to start its response (504).")
+@click.option("--metrics-bind", multiple=True, envvar="ZMQHTTP_METRICS_BIND",
+              help="Serve Prometheus /metrics (and /healthz, /readyz) on this HOST:PORT, "
+                   "apart from --bind; repeatable.")
 @click.option("--insecure", is_flag=True, envvar="ZMQHTTP_FABRIC_INSECURE",
               help="Allow a non-loopback tcp:// fabric without CURVE (trusted networks only).")
+@click.option("--curve-secret-key", metavar="FILE", default=None,
+              envvar="ZMQHTTP_CURVE_SECRET_KEY",
+              help="CURVE on the fabric: the gateway's key pair (NAME.key_secret of "
+                   "'zmqhttp keys generate'). Needs --authorized-keys.")
+@click.option("--authorized-keys", metavar="DIR", default=None,
+              envvar="ZMQHTTP_AUTHORIZED_KEYS",
+              help="CURVE: directory of the public key files (*.key) of the workers "
+                   "allowed to connect.")
 @click.option("--workers", type=click.IntRange(1), default=None, envvar="ZMQHTTP_WORKERS",
               help="With APP: local worker processes, over a private ipc:// endpoint. "
                    "[default: 1]")
@@ -311,10 +337,12 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
 @click.option("--access-log/--no-access-log", envvar="ZMQHTTP_ACCESS_LOG", default=True,
               help="One line per request on stdout.")
 def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
+            metrics_bind: tuple[str, ...],
             queue_limit: int | None, queue_timeout: float | None,
-            request_timeout: float | None, insecure: bool, workers: int | None,
-            interface: str, lifespan: str, threads: int | None, app_dir: str | None,
-            factory: bool, log_level: str, access_log: bool) -> None:
+            request_timeout: float | None, insecure: bool, curve_secret_key: str | None,
+            authorized_keys: str | None, workers: int | None, interface: str, lifespan: str,
+            threads: int | None, app_dir: str | None, factory: bool, log_level: str,
+            access_log: bool) -> None:
     """Serve HTTP by handing requests to fabric workers (docs/protocol.md).
 
     With APP (MODULE:ATTR), also run --workers local worker processes serving
@@ -332,10 +360,14 @@ def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
     values = {k: v for k, v in values.items() if v is not None}
     if bind:
         values["bind"] = list(bind)
+    if metrics_bind:
+        values["metrics_bind"] = list(metrics_bind)
     config = Config(log_level=log_level, access_log=access_log, fabric=list(fabric),
-                    fabric_insecure=insecure, **values)
+                    fabric_insecure=insecure, curve_secret_key=curve_secret_key,
+                    authorized_keys=authorized_keys, **values)
     try:
         config.binds()
+        config.metrics_binds()
     except ValueError as exc:
         _fail(str(exc))
     configure_logging(log_level, access_log)
@@ -356,6 +388,7 @@ def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
 def _gateway_with_workers(config: Config, worker_config: Config, app: str, workers: int,
                           app_dir: str | None, factory: bool) -> None:
     """The gateway plus ``workers`` local fabric workers on a private ipc:// endpoint."""
+    from zmqhttp.fabric.curve import local_worker_key
     from zmqhttp.fabric.dispatcher import FabricAdapter
     from zmqhttp.supervisor.fabric_worker import FabricApp, serve_fabric_worker
     from zmqhttp.supervisor.gateway import run_gateway
@@ -367,16 +400,55 @@ def _gateway_with_workers(config: Config, worker_config: Config, app: str, worke
         config = config.replace(fabric=[*config.fabric, endpoint])
         worker_config = worker_config.replace(
             timeout_graceful_shutdown=config.timeout_graceful_shutdown)
+        trusted: list[bytes] = []
+        if config.curve_secret_key is not None:
+            # CURVE is per socket, so the private ipc:// endpoint needs it too:
+            # the local workers get a key of their own (docs/deployment.md).
+            try:
+                public, secret_file = local_worker_key(private_dir)
+            except ConfigError as exc:
+                _fail(str(exc))
+            trusted.append(public)
+            worker_config = worker_config.replace(curve_secret_key=secret_file,
+                                                  curve_server_key=config.curve_secret_key)
         spec = WorkerSpec(serve_fabric_worker,
                           (FabricApp(app, endpoint, app_dir, factory), worker_config),
                           name="worker")
         supervisor = Supervisor(spec, workers, stop_timeout=config.timeout_graceful_shutdown)
-        server = Server(None, config, adapter=FabricAdapter(config))
+        server = Server(None, config, adapter=FabricAdapter(config, trusted_keys=trusted))
         forced = _run_main(run_gateway(server, supervisor),
                            f"cannot listen on {', '.join(config.bind + config.fabric)}")
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
     _exit_if_forced(forced)
+
+
+@main.group()
+def keys() -> None:
+    """CURVE keys for the fabric (docs/deployment.md, "Security (CURVE)")."""
+
+
+@keys.command("generate")
+@click.argument("directory", metavar="DIR")
+@click.option("--name", default=None, help="File name stem. [default: the host name]")
+def keys_generate(directory: str, name: str | None) -> None:
+    """Write a new key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600).
+
+    Prints the two paths, the public one first. Give NAME.key_secret to the
+    process that owns the key (--curve-secret-key); copy NAME.key to its
+    peers (--authorized-keys DIR on the gateway, --curve-server-key on workers).
+    """
+    from zmqhttp.fabric.curve import generate_keys
+
+    stem = name or socket.gethostname()
+    if not stem or os.sep in stem or stem in (".", ".."):
+        _fail(f"--name must be a plain file name, not {stem!r}")
+    try:
+        public_file, secret_file = generate_keys(directory, stem)
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(public_file)
+    click.echo(secret_file)
 
 
 def _run_main(main: Coroutine[Any, Any, bool | None], zmq_failure: str) -> bool:

@@ -131,16 +131,41 @@ class Config:
     #: Bind the fabric on non-loopback tcp:// without CURVE (anyone who can
     #: connect receives requests): only for trusted private networks.
     fabric_insecure: bool = False
+    #: CURVE (``ZMQHTTP_CURVE_SECRET_KEY``): this process's own key pair, the
+    #: ``NAME.key_secret`` file of ``zmqhttp keys generate``. On the gateway it
+    #: turns CURVE on for every fabric endpoint (ZeroMQ security is per socket)
+    #: and requires ``authorized_keys``; on a worker it is the key the gateway
+    #: must find among its authorized keys. Links are then encrypted and both
+    #: ends proven, so a non-loopback fabric needs no ``fabric_insecure``.
+    curve_secret_key: str | None = None
+    #: Worker (``ZMQHTTP_CURVE_SERVER_KEY``): the gateway's public key file
+    #: (``NAME.key``). The handshake fails against any other gateway, so a man
+    #: in the middle cannot receive the worker's responses.
+    curve_server_key: str | None = None
+    #: Gateway (``ZMQHTTP_AUTHORIZED_KEYS``): directory of the workers' public
+    #: key files (``*.key``), read at startup. ZAP refuses every other key
+    #: during the handshake, before the worker can send a single message.
+    authorized_keys: str | None = None
     #: Gateway: requests waiting for a free worker slot at most; more get 503.
     queue_limit: int = 1000
     #: Gateway: seconds a request waits for a free worker slot before a 503.
     queue_timeout: float = 30.0
-    #: Gateway: seconds from dispatch to the worker's response head before a 504.
+    #: Gateway: seconds from dispatch to the worker's response head before a 504,
+    #: restarted whenever request body bytes go to the worker (a long upload is
+    #: no reason for a 504; a worker that stops taking the body is).
     request_timeout: float = 60.0
+
+    #: Where to serve Prometheus metrics (``GET /metrics``, plus ``/healthz`` and
+    #: ``/readyz``): ``HOST:PORT`` or ``tcp://HOST:PORT``, several allowed; empty
+    #: for none. A listener of its own, apart from ``bind``, so the public port
+    #: never exposes them and a firewall can keep this one internal.
+    metrics_bind: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.bind, str):  # Server(app, bind="127.0.0.1:8000")
             self.bind = [self.bind]
+        if isinstance(self.metrics_bind, str):
+            self.metrics_bind = [self.metrics_bind]
 
     def limits(self) -> Limits:
         return Limits(
@@ -154,6 +179,9 @@ class Config:
 
     def binds(self) -> list[tuple[str, int]]:
         return [parse_bind(b) for b in self.bind]
+
+    def metrics_binds(self) -> list[tuple[str, int]]:
+        return [parse_bind(b) for b in self.metrics_bind]
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -426,3 +426,17 @@ def test_dispatcher_gateway_cli_help() -> None:
     assert result.exit_code == 0
     for flag in ("--bind", "--fabric", "--queue-limit", "--queue-timeout", "--request-timeout"):
         assert flag in result.output
+
+
+def test_dispatcher_graceful_stop_answers_workerless_queue_at_once(
+        gateway: Callable[..., Gateway]) -> None:
+    gw = gateway(queue_timeout=30, timeout_graceful_shutdown=20)
+    queued = gw.submit("/waiting")
+    time.sleep(0.3)  # the request is in the gateway's queue: no worker attached
+    assert not queued.done()
+    started = time.monotonic()
+    gw.thread.stop(timeout=20)
+    status, headers, _ = queued.result(5)
+    assert status == 503 and "retry-after" in headers
+    # Neither the 30 s queue deadline nor the 20 s graceful deadline held the stop.
+    assert time.monotonic() - started < 5

@@ -41,8 +41,9 @@ class WorkerThread:
 
     def __init__(self, endpoint: str, capacity: int = 4) -> None:
         self.loop = asyncio.new_event_loop()
-        self.worker = Worker(app, Config(threads=capacity), connect=endpoint, capacity=capacity,
-                             heartbeat_interval=0.2)
+        # The protocol's 1 s heartbeat: a real gateway sends at that pace, so a
+        # shorter interval here would make the worker think it silent and reconnect.
+        self.worker = Worker(app, Config(threads=capacity), connect=endpoint, capacity=capacity)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = threading.Event()
         self.thread.start()
@@ -92,9 +93,9 @@ def fabric() -> Iterator[Callable[[int], tuple[ServerThread, list[WorkerThread]]
             step()
 
 
-def status(gateway: ServerThread, path: str) -> int:
+def status(gateway: ServerThread, path: str, method: str = "GET") -> int:
     conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
-    conn.request("GET", path)
+    conn.request(method, path)
     response = conn.getresponse()
     response.read()
     conn.close()
@@ -144,7 +145,9 @@ def test_a_lost_worker_costs_only_its_requests(
     results: list[int] = []
 
     def slow() -> None:
-        results.append(status(gateway, "/slow"))
+        # POST: not idempotent, so the gateway must not retry it elsewhere (a
+        # GET would be retried on the healthy worker, which sleeps as well).
+        results.append(status(gateway, "/slow", "POST"))
 
     thread = threading.Thread(target=slow)
     thread.start()

@@ -26,9 +26,11 @@ import ipaddress
 import itertools
 import logging
 from collections import deque
+from collections.abc import Collection
 from typing import Any
 
 import zmq
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from zmqhttp.config import Config
 from zmqhttp.errors import (
@@ -39,6 +41,13 @@ from zmqhttp.errors import (
     WorkerLost,
     WorkerTimeout,
 )
+from zmqhttp.fabric.curve import (
+    secure_server,
+    server_security,
+    start_authenticator,
+    stop_authenticator,
+)
+from zmqhttp.fabric.metrics import FabricMetrics
 from zmqhttp.fabric.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -62,7 +71,8 @@ from zmqhttp.fabric.protocol import (
     decode,
     encode,
 )
-from zmqhttp.http.events import Headers
+from zmqhttp.http.events import Headers, Request
+from zmqhttp.observability.metrics import Registry
 from zmqhttp.server.clock import Clock, SystemClock
 from zmqhttp.server.cycle import RequestCycle
 
@@ -169,6 +179,9 @@ class FabricAdapter:
         context: a ZeroMQ context to use; one is created (and terminated) if
             not given.
         clock: time source, injectable for tests.
+        trusted_keys: with CURVE on (``config.curve_secret_key``), Z85 public
+            keys allowed besides ``config.authorized_keys``: the ephemeral key
+            of the gateway's own local workers.
 
     Use ``Server(None, config, adapter=FabricAdapter(config))``. The fabric
     sockets bind in :meth:`startup`; :attr:`endpoints` then lists them with
@@ -176,14 +189,18 @@ class FabricAdapter:
     """
 
     def __init__(self, config: Config, *, context: zmq.Context[Any] | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, trusted_keys: Collection[bytes] = ()) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self._trusted_keys = frozenset(trusted_keys)
+        self._authenticator: AsyncioAuthenticator | None = None
         self._context = context
         self._own_context = context is None
         self._socket: zmq.Socket[bytes] | None = None
         self._fd: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The server began a graceful stop (see draining()).
+        self._draining = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
         self._read_scheduled = False
@@ -194,6 +211,8 @@ class FabricAdapter:
         self._malformed_window = 0.0
         self._malformed_count = 0
         self.endpoints: list[str] = []
+        #: Always counted (rare events only); exposed by :meth:`register_metrics`.
+        self.metrics = FabricMetrics()
 
     # -- AppAdapter ------------------------------------------------------------------
 
@@ -201,13 +220,9 @@ class FabricAdapter:
         """Bind the ROUTER socket to every ``config.fabric`` endpoint."""
         if not self.config.fabric:
             raise ConfigError("the gateway needs at least one --fabric endpoint")
-        if not self.config.fabric_insecure:
-            for endpoint in self.config.fabric:
-                if not _private_endpoint(endpoint):
-                    # Whoever connects gets requests, cookies included: without
-                    # CURVE (not built yet) only loopback and ipc:// are safe.
-                    raise ConfigError(f"refusing to bind the fabric on {endpoint} without "
-                                     "CURVE; use a loopback or ipc:// endpoint, or --insecure")
+        security = server_security(self.config, self._trusted_keys)  # raises ConfigError
+        if security is None and not self.config.fabric_insecure:
+            _refuse_exposed(self.config.fabric)
         self._loop = asyncio.get_running_loop()
         if self._context is None:
             self._context = zmq.Context()
@@ -215,12 +230,17 @@ class FabricAdapter:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, _LINGER_MS)
         try:
+            if security is not None:
+                # ZAP handler first: libzmq lets any CURVE client in while none is bound.
+                self._authenticator = start_authenticator(self._context, security.allowed)
+                secure_server(sock, security)
             for endpoint in self.config.fabric:
                 sock.bind(endpoint)
                 last = sock.getsockopt(zmq.LAST_ENDPOINT)
                 self.endpoints.append(last.decode() if isinstance(last, bytes) else str(last))
-        except zmq.ZMQError:
+        except (zmq.ZMQError, ConfigError):
             sock.close(linger=0)
+            self._stop_authenticator()
             self._terminate_context()
             raise
         self._socket = sock
@@ -230,6 +250,22 @@ class FabricAdapter:
         self._loop.add_reader(self._fd, self._on_readable)
         self._tick_handle = self._loop.call_later(_TICK, self._tick)
         self._on_readable()
+
+    def draining(self) -> None:
+        """The server began a graceful stop: queued requests no worker can take get 503 now.
+
+        Otherwise they would hold the stop until their queue deadline; with a
+        worker attached they are still served, as the graceful stop promises.
+        """
+        self._draining = True
+        self._fail_queued_if_workerless()
+
+    def _fail_queued_if_workerless(self) -> None:
+        if self._workers:
+            return
+        for job in list(self._jobs.values()):
+            if job.state is _State.QUEUED:
+                self._fail(job, NoWorker("gateway shutting down with no worker attached"))
 
     async def shutdown(self) -> None:
         """Cancel what is left (reason 3) and say Goodbye to every worker."""
@@ -258,7 +294,14 @@ class FabricAdapter:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
         sock.close()
+        self._stop_authenticator()
         self._terminate_context()
+
+    def _stop_authenticator(self) -> None:
+        # Its ZAP socket lives in our context: term() would wait for it forever.
+        if self._authenticator is not None:
+            stop_authenticator(self._authenticator)
+            self._authenticator = None
 
     def _terminate_context(self) -> None:
         if self._own_context and self._context is not None:
@@ -288,6 +331,17 @@ class FabricAdapter:
     def ready(self) -> bool:
         """At least one worker is attached (and not leaving)."""
         return any(not w.draining for w in self._workers.values())
+
+    def register_metrics(self, registry: Registry) -> None:
+        """Expose the fabric metrics on ``registry`` (the server's ``--metrics-bind``)."""
+        self.metrics.register(registry)
+        registry.add_collector(self._collect_metrics)
+
+    def _collect_metrics(self) -> None:
+        queued = len(self._queue)
+        self.metrics.collect(self._workers.values(), queued=queued,
+                             in_flight=len(self._jobs) - queued,
+                             queue_limit=self.config.queue_limit, now=self.clock.monotonic())
 
     @property
     def worker_count(self) -> int:
@@ -329,7 +383,8 @@ class FabricAdapter:
         now = self.clock.monotonic()
         head = RequestHead(
             id=job.id, method=request.method, target=request.target, path=request.path,
-            query=request.query, headers=request.headers, http_version=request.http_version,
+            query=request.query, headers=_forwarded_headers(request),
+            http_version=request.http_version,
             scheme=cycle.scheme, client=cycle.client, server=cycle.server,
             root_path=cycle.root_path,
             content_length=None if request.chunked else (request.content_length or 0),
@@ -376,6 +431,15 @@ class FabricAdapter:
             self._pump_body(job)
 
     def _pump_body(self, job: _Job) -> None:
+        sent, ended = job.body_sent, job.end_sent
+        self._send_body(job)
+        if (job.body_sent != sent or job.end_sent != ended) and not job.head_received:
+            # request_timeout bounds the worker's silence, not the upload: while
+            # the body still goes to the worker, it cannot be expected to answer.
+            job.deadline = self.clock.monotonic() + self.config.request_timeout
+
+    def _send_body(self, job: _Job) -> None:
+        """Send what the body window allows, and RequestEnd once the body is over."""
         if job.state is not _State.SENT or job.end_sent or not job.has_body:
             return
         if job.expect_continue and not job.continued:
@@ -450,6 +514,7 @@ class FabricAdapter:
         try:
             sock.send_multipart([worker.identity, *frames], zmq.NOBLOCK)
         except zmq.Again:
+            self.metrics.send_full.inc()
             worker.outbox.append(frames)
             self._schedule_retry()
             return False
@@ -544,6 +609,7 @@ class FabricAdapter:
             self._lose(known, "restarted (a second Ready)")
         worker = _Worker(identity, ready, now)
         self._workers[identity] = worker
+        self.metrics.worker_attachments.inc()
         log.info("worker %s (pid %d, %s) attached with capacity %d",
                  ready.name, ready.pid, ready.app, ready.capacity)
         self._drain_queue()
@@ -689,6 +755,7 @@ class FabricAdapter:
         if self._workers.get(worker.identity) is not worker:
             return
         del self._workers[worker.identity]
+        self.metrics.worker_losses.inc()
         log.warning("worker %s lost (%s); %d request(s) in flight", worker.name, why,
                     len(worker.jobs))
         jobs, worker.jobs = list(worker.jobs.values()), {}
@@ -708,6 +775,7 @@ class FabricAdapter:
         self._jobs.pop(job.id, None)
         now = self.clock.monotonic()
         again = _Job(next(self._ids), job.cycle, now + self.config.queue_timeout, retried=True)
+        self.metrics.retries.inc()
         self._jobs[again.id] = again
         job.cycle.body.listener = lambda: self._body_event(again)
         log.info("retrying request %d as %d", job.id, again.id)
@@ -731,6 +799,8 @@ class FabricAdapter:
                 self._tick_handle = self._loop.call_later(_TICK, self._tick)
 
     def _check(self, now: float) -> None:
+        if self._draining:
+            self._fail_queued_if_workerless()
         lost_after = HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
         for worker in list(self._workers.values()):
             if now - worker.last_heard > lost_after:
@@ -757,6 +827,36 @@ class FabricAdapter:
         if retry_after:
             headers.append((b"retry-after", b"1"))
         cycle.respond(status, headers, body)
+
+
+def _refuse_exposed(endpoints: list[str]) -> None:
+    """Raise unless every endpoint is provably local (the fabric without CURVE)."""
+    for endpoint in endpoints:
+        if not _private_endpoint(endpoint):
+            # Whoever connects gets requests, cookies included: without CURVE
+            # only loopback and ipc:// are safe.
+            raise ConfigError(f"refusing to bind the fabric on {endpoint} without CURVE "
+                              "(--curve-secret-key, --authorized-keys); use a loopback or "
+                              "ipc:// endpoint, or --insecure")
+
+
+def _forwarded_headers(request: Request) -> Headers:
+    """The header list as the worker must see it.
+
+    RFC 9112 §3.2.2: with an absolute-form target the server ignores Host and
+    uses the target's authority, and a forwarder replaces Host with it. The
+    worker learns the authority only from Host, so the gateway rewrites it.
+    """
+    host = request.host
+    headers = request.headers
+    if not host:
+        return headers
+    for name, value in headers:
+        if name == b"host":
+            if value == host:
+                return headers  # the usual case: origin-form, nothing to copy
+            break
+    return [(b"host", host), *((n, v) for n, v in headers if n != b"host")]
 
 
 def _private_endpoint(endpoint: str) -> bool:

@@ -29,6 +29,7 @@ import zmq
 from zmqhttp.apps import make_adapter
 from zmqhttp.config import Config
 from zmqhttp.errors import FabricProtocolError
+from zmqhttp.fabric.curve import ClientSecurity, client_security, secure_client
 from zmqhttp.fabric.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -78,7 +79,9 @@ class Worker:
         context: the ZeroMQ context; default the process-wide instance.
         body_window: ``Ready.w``, request body bytes per request in flight.
         app_name: what ``Ready.a`` says (``module:attr``).
-        heartbeat_interval: seconds; the protocol fixes 1 s (tests shorten it).
+        heartbeat_interval: seconds; the protocol fixes 1 s. Also the pace the
+            worker expects from the gateway (silent for 3 intervals = lost), so
+            only tests against a fake gateway that heartbeats faster shorten it.
     """
 
     def __init__(self, app: Any, config: Config, connect: str = "tcp://127.0.0.1:5555",
@@ -114,13 +117,20 @@ class Worker:
         self._idle: asyncio.Event | None = None
         self._malformed = 0
         self._malformed_logged = 0.0
+        #: CURVE keys (``config.curve_*``), read once by start(); None: no CURVE.
+        self._curve: ClientSecurity | None = None
         #: Times the worker connected (1 after start, +1 per reconnection).
         self.connections = 0
 
     # -- life cycle --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the app (ASGI lifespan), connect and send ``Ready``."""
+        """Start the app (ASGI lifespan), connect and send ``Ready``.
+
+        Raises:
+            ConfigError: a CURVE key file is missing or bad (before the app starts).
+        """
+        self._curve = client_security(self.config)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._inbox = LoopInbox(loop)
@@ -184,6 +194,8 @@ class Worker:
         assert self._loop is not None
         sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self._curve is not None:  # every new socket: a reconnection opens one
+            secure_client(sock, self._curve)
         sock.connect(self.connect)
         self._sock = sock
         self._fd = sock.fileno()

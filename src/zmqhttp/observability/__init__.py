@@ -1,4 +1,4 @@
-"""Logging and, later, metrics."""
+"""Logging (the access log) and metrics (Prometheus text format, ``--metrics-bind``)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import zmq
 from zmqhttp.apps.lifespan import LifespanFailure
 from zmqhttp.apps.loader import AppLoadError, load_app
 from zmqhttp.config import Config
+from zmqhttp.errors import ConfigError
 from zmqhttp.fabric.worker import Worker
 from zmqhttp.observability.logs import configure_logging
 from zmqhttp.supervisor.channel import WorkerChannel
@@ -52,7 +53,7 @@ def serve_fabric_worker(channel: WorkerChannel, app: FabricApp, config: Config) 
         application = load_app(app.spec, app_dir=app.app_dir, factory=app.factory)
         worker = Worker(application, config, app.connect, app.capacity, app_name=app.spec)
         forced = asyncio.run(_serve(worker, channel))
-    except (AppLoadError, LifespanFailure) as exc:
+    except (AppLoadError, LifespanFailure, ConfigError) as exc:  # ConfigError: CURVE keys
         channel.failed(str(exc))
         sys.exit(_EXIT_CANNOT_START)
     except zmq.ZMQError as exc:
