@@ -62,6 +62,7 @@ _SERVE_FLAGS: list[_Flag] = [
     _Flag("access_log_format", str, "Access log format, gunicorn atoms."),
     _Flag("server_header", str, "Server field value; empty for none."),
     _Flag("limit_connections", click.IntRange(1), "Most open connections; more get 503."),
+    _Flag("backlog", click.IntRange(1), "Pending connections the kernel may queue."),
     _Flag("limit_request_line", click.IntRange(16), "Longest request-target (414)."),
     _Flag("limit_request_head", click.IntRange(256), "Largest request head (431)."),
     _Flag("limit_request_fields", click.IntRange(1), "Most header fields (431)."),

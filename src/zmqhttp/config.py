@@ -80,6 +80,10 @@ class Config:
     #: Open connections at most; more get 503 and are closed. ``None``: no cap
     #: (the file-descriptor limit still applies).
     limit_connections: int | None = None
+    #: Pending connections the kernel queues before we accept them (listen(2)
+    #: backlog; capped by net.core.somaxconn). libzmq's default of 100 drops
+    #: SYNs in a burst of new connections, costing each 1 s (uvicorn: 2048).
+    backlog: int = 2048
     limit_request_line: int = _DEFAULT_LIMITS.max_request_line
     limit_request_head: int = _DEFAULT_LIMITS.max_head
     limit_request_fields: int = _DEFAULT_LIMITS.max_fields
