@@ -190,7 +190,7 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
         _fail(str(exc))
     _raise_file_limit()
     server = Server(application, config)
-    _exit_if_forced(_run_main(run_server(server), f"cannot listen on {', '.join(config.bind)}"))
+    _exit_if_forced(_run_main(run_server(server), f"cannot listen on {_listening(config)}"))
 
 
 @main.command()
@@ -383,7 +383,7 @@ def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
         return
     server = Server(None, config, adapter=FabricAdapter(config))
     _exit_if_forced(_run_main(run_server(server),
-                              f"cannot listen on {', '.join(config.bind + config.fabric)}"))
+                              f"cannot listen on {_listening(config)}"))
 
 
 def _gateway_with_workers(config: Config, worker_config: Config, app: str, workers: int,
@@ -418,7 +418,7 @@ def _gateway_with_workers(config: Config, worker_config: Config, app: str, worke
         supervisor = Supervisor(spec, workers, stop_timeout=config.timeout_graceful_shutdown)
         server = Server(None, config, adapter=FabricAdapter(config, trusted_keys=trusted))
         forced = _run_main(run_gateway(server, supervisor),
-                           f"cannot listen on {', '.join(config.bind + config.fabric)}")
+                           f"cannot listen on {_listening(config)}")
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
     _exit_if_forced(forced)
@@ -476,6 +476,11 @@ def _exit_if_forced(forced: bool) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _listening(config: Config) -> str:
+    """Every address a command binds, for the one-line error when one is taken."""
+    return ", ".join([*config.bind, *config.fabric, *config.metrics_bind])
 
 
 def _fail(message: str) -> NoReturn:
