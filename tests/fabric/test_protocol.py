@@ -7,6 +7,7 @@ FabricProtocolError, whatever the frames, never any other exception.
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import zmqhttp.fabric.protocol as protocol_module
 from zmqhttp.errors import FabricError, FabricProtocolError
 from zmqhttp.fabric import (
     MAX_METADATA_SIZE,
+    REVISION,
     SIGNATURE,
     VERSION,
     BodyCredit,
@@ -33,6 +35,7 @@ from zmqhttp.fabric import (
     RequestBody,
     RequestEnd,
     RequestHead,
+    Response,
     ResponseBody,
     ResponseCredit,
     ResponseEnd,
@@ -48,6 +51,9 @@ HEAD = RequestHead(
     scheme="http", client=("10.0.0.2", 0), server=("127.0.0.1", 8000), root_path="",
     content_length=5, expect_continue=True, response_window=65536)
 
+#: From a gateway of revision 1: it takes a whole Response (key V).
+HEAD_R1 = replace(HEAD, revision=1)
+
 READY = Ready(name="host-a:4242", pid=4242, capacity=8, revision=0, app="app:main",
               body_window=65536)
 
@@ -59,6 +65,11 @@ MESSAGES: list[Message] = [
         id=2**64 - 1, method=b"GET", target=b"*", path=b"*", query=b"", headers=[],
         http_version="1.0", scheme="https", client=("::1", 65535), server=("", 0),
         root_path="/api", content_length=None, expect_continue=False, response_window=0),
+    RequestHead(
+        id=3, method=b"GET", target=b"/", path=b"/", query=b"", headers=[],
+        http_version="1.1", scheme="http", client=("10.0.0.2", 0), server=("", 80),
+        root_path="", content_length=0, expect_continue=False, response_window=4096,
+        revision=1),
     RequestBody(id=7, data=b"hello"),
     RequestBody(id=0, data=b""),
     RequestEnd(id=7, trailers=[]),
@@ -77,9 +88,14 @@ MESSAGES: list[Message] = [
     ResponseBody(id=7, data=bytes(range(256)) * 4),
     ResponseEnd(id=7, trailers=[]),
     ResponseEnd(id=7, trailers=[(b"grpc-status", b"0")], aborted=True),
+    Response(id=7, status=200, headers=[(b"Content-Length", b"5")], data=b"hello"),
+    Response(id=2**64 - 1, status=999, headers=[], reason=b"Custom", data=b"", credit=3),
 ]
 
-WORKER_TYPES = (Ready, Credit, Continue, BodyCredit, ResponseHead, ResponseBody, ResponseEnd)
+WORKER_TYPES = (Ready, Credit, Continue, BodyCredit, ResponseHead, ResponseBody, ResponseEnd,
+                Response)
+#: Keys a message may leave out (added by a revision; absent means its default).
+OPTIONAL_KEYS = {(RequestHead, "V")}
 GATEWAY_TYPES = (RequestHead, RequestBody, RequestEnd, Cancel, ResponseCredit)
 
 
@@ -117,7 +133,7 @@ def test_every_message_type_is_covered() -> None:
 def test_frame_count_is_two_or_three_with_a_body(message: Message) -> None:
     frames = encode(message)
     assert frames[0] == SIGNATURE
-    if isinstance(message, RequestBody | ResponseBody):
+    if isinstance(message, RequestBody | ResponseBody | Response):
         assert frames[2] == message.data  # raw, never inside msgpack
         assert len(frames) == 3
     else:
@@ -166,6 +182,31 @@ def test_golden_request_head() -> None:
         "2d6c656e677468c40135a176a3312e31a173a468747470a16392a831302e302e302e3200a161"
         "92a93132372e302e302e31cd1f40a172a0a16c05a178c3a177ce00010000",
     ]
+
+
+def test_request_head_revision_is_optional_and_defaults_to_zero() -> None:
+    """Revision 1 adds key V to RequestHead; a revision-0 gateway sends none."""
+    assert "V" not in fields_of(HEAD)  # revision 0: the bytes of revision 0
+    fields = fields_of(HEAD)
+    fields["V"] = 1
+    decoded = decode(frames_of(fields))
+    assert isinstance(decoded, RequestHead)
+    assert decoded.revision == 1
+    assert decoded == HEAD_R1
+
+
+def test_golden_response() -> None:
+    frames = encode(Response(id=7, status=200, headers=[(b"a", b"b")], data=b"hi", credit=1))
+    assert frames == [b"ZHF\x01",
+                      bytes.fromhex("86a1741ba16907a173ccc8a1689192c40161c40162a172c400"
+                                    "a16301"),
+                      b"hi"]
+
+
+def test_response_is_a_new_type_a_revision_0_peer_rejects() -> None:
+    """An older decoder fails cleanly on type 27: why it is only sent to revision >= 1."""
+    assert REVISION >= 1
+    assert Response.TYPE == 27
 
 
 def test_golden_response_body() -> None:
@@ -233,7 +274,7 @@ def test_metadata_must_be_a_map(value: object) -> None:
     rejected([SIGNATURE, msgpack.packb(value)], "not a map")
 
 
-@pytest.mark.parametrize("code", [0, 3, 9, 15, 19, 27, 127, -1, 2**64 - 1])
+@pytest.mark.parametrize("code", [0, 3, 9, 15, 19, 28, 127, -1, 2**64 - 1])
 def test_unknown_type(code: int) -> None:
     rejected(frames_of({"t": code}), "unknown message type")
 
@@ -254,6 +295,8 @@ def test_every_missing_key_is_rejected(message: Message) -> None:
     fields = fields_of(message)
     body = encode(message)[2:]
     for key in fields.keys() - {"t"}:
+        if (type(message), key) in OPTIONAL_KEYS:
+            continue
         partial = {k: v for k, v in fields.items() if k != key}
         rejected(frames_of(partial, *body), f"missing key '{key}'")
 
@@ -315,6 +358,21 @@ WRONG_VALUES = [
     (ResponseHead(id=1, status=200, headers=[]), "r", "OK"),
     (ResponseEnd(id=1, trailers=[]), "a", 0),
     (ResponseEnd(id=1, trailers=[]), "h", [[b"a"]]),
+    (Response(id=1, status=200, headers=[]), "i", -1),
+    (Response(id=1, status=200, headers=[]), "s", 100),
+    (Response(id=1, status=200, headers=[]), "s", 1000),
+    (Response(id=1, status=200, headers=[]), "s", True),
+    (Response(id=1, status=200, headers=[]), "h", [[b"a", 1]]),
+    (Response(id=1, status=200, headers=[]), "h", None),
+    (Response(id=1, status=200, headers=[]), "r", "OK"),
+    (Response(id=1, status=200, headers=[]), "c", -1),
+    (Response(id=1, status=200, headers=[]), "c", True),
+    (Response(id=1, status=200, headers=[]), "c", None),
+    (Response(id=1, status=200, headers=[]), "c", 1.0),
+    (HEAD_R1, "V", -1),
+    (HEAD_R1, "V", "1"),
+    (HEAD_R1, "V", None),
+    (HEAD_R1, "V", True),
     (Continue(id=1), "i", None),
 ]
 
@@ -451,13 +509,17 @@ request_heads = st.builds(
     path=st.binary(max_size=16), query=st.binary(max_size=16), headers=headers_strategy,
     http_version=st.sampled_from(["1.0", "1.1"]), scheme=st.sampled_from(["http", "https"]),
     client=addresses, server=addresses, root_path=st.text(max_size=8),
-    content_length=st.none() | uint64, expect_continue=st.booleans(), response_window=uint64)
+    content_length=st.none() | uint64, expect_continue=st.booleans(), response_window=uint64,
+    revision=uint64)
 response_heads = st.builds(
     ResponseHead, id=uint64, status=st.integers(200, 999), headers=headers_strategy,
     reason=st.binary(max_size=16))
+responses = st.builds(
+    Response, id=uint64, status=st.integers(200, 999), headers=headers_strategy,
+    reason=st.binary(max_size=16), data=st.binary(max_size=64), credit=uint64)
 
 
 @FUZZ
-@given(request_heads | response_heads)
-def test_round_trip_property(message: RequestHead | ResponseHead) -> None:
+@given(request_heads | response_heads | responses)
+def test_round_trip_property(message: RequestHead | ResponseHead | Response) -> None:
     assert decode(encode(message)) == message

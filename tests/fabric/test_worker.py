@@ -103,7 +103,7 @@ class FakeGateway:
     def request(self, method: bytes = b"GET", target: bytes = b"/", *,
                 headers: list[tuple[bytes, bytes]] | None = None,
                 length: int | None = 0, expect: bool = False,
-                window: int = 1 << 20) -> int:
+                window: int = 1 << 20, revision: int = 0) -> int:
         request_id = self._next_id
         self._next_id += 1
         path, _, query = target.partition(b"?")
@@ -112,7 +112,7 @@ class FakeGateway:
             id=request_id, method=method, target=target, path=path, query=query,
             headers=fields, http_version="1.1", scheme="http", client=("10.0.0.2", 0),
             server=("127.0.0.1", 8000), root_path="", content_length=length,
-            expect_continue=expect, response_window=window))
+            expect_continue=expect, response_window=window, revision=revision))
         return request_id
 
     def response(self, request_id: int) -> tuple[ResponseHead, bytes, ResponseEnd]:

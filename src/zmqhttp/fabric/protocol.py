@@ -12,8 +12,8 @@ peer's identity frame in front; that frame is not ours):
 - frame 0 is ``b"ZHF" + bytes([VERSION])``, compared before anything is
   parsed, so a peer of another version is told apart from garbage cheaply;
 - frame 1 is a msgpack map with one-letter keys; ``"t"`` is the message type;
-- body bytes travel as one raw extra frame (only in :class:`RequestBody` and
-  :class:`ResponseBody`), never inside msgpack, so they are never copied
+- body bytes travel as one raw extra frame (only in :class:`RequestBody`,
+  :class:`ResponseBody` and :class:`Response`), never inside msgpack, so they are never copied
   into or out of a msgpack buffer.
 
 Decoding is strict about types (``bin`` is not ``str``, ``true`` is not
@@ -54,6 +54,7 @@ __all__ = [
     "RequestBody",
     "RequestEnd",
     "RequestHead",
+    "Response",
     "ResponseBody",
     "ResponseCredit",
     "ResponseEnd",
@@ -66,8 +67,11 @@ __all__ = [
 #: Wire version. Any change an older peer would misread bumps it; peers of
 #: different versions do not talk (the signature frame differs).
 VERSION = 1
-#: Revision within :data:`VERSION`: bumped when optional keys are added.
-REVISION = 0
+#: Revision within :data:`VERSION`: bumped when something older peers can
+#: safely ignore is added (optional keys), or a message type that is only
+#: sent to a peer that announced the revision knowing it. Revision 1 adds
+#: :class:`Response` and ``RequestHead.revision`` (key ``V``) announcing it.
+REVISION = 1
 #: Frame 0 of every message: magic ``ZHF`` ("zmqhttp fabric") and the version.
 SIGNATURE = b"ZHF" + bytes([VERSION])
 #: Largest metadata frame, in bytes. A request head reaches 64 KiB by default
@@ -154,6 +158,9 @@ class RequestHead:
             before the worker sends :class:`Continue`.
         response_window: response body bytes the worker may send before it
             receives any :class:`ResponseCredit`.
+        revision: the :data:`REVISION` of version 1 the gateway implements
+            (optional key ``V``, absent for 0). From 1 on, the worker may
+            answer with a single :class:`Response`.
     """
 
     TYPE: ClassVar[int] = 10
@@ -171,6 +178,7 @@ class RequestHead:
     content_length: int | None
     expect_continue: bool
     response_window: int
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +311,31 @@ class ResponseEnd:
     aborted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A whole response in one message (revision 1): head, body and end.
+
+    Means ``ResponseHead`` + ``ResponseBody`` + ``ResponseEnd(aborted=false,
+    no trailers)``, and saves the gateway two messages. Sent only to a gateway
+    whose ``RequestHead.revision`` is at least 1, only as the first response
+    message for the request, and only when ``body`` fits the initial response
+    window (``RequestHead.w``); larger or streamed responses use the others.
+
+    Attributes:
+        credit: request slots returned with it (``Credit`` folded in; ``0``:
+            none). A worker returns this request's slot here when its app has
+            already returned by the time the response goes out.
+    """
+
+    TYPE: ClassVar[int] = 27
+    id: int
+    status: int
+    headers: Headers
+    reason: bytes = b""
+    data: bytes = b""
+    credit: int = 0
+
+
 Message = (
     Heartbeat
     | Goodbye
@@ -318,6 +351,7 @@ Message = (
     | ResponseHead
     | ResponseBody
     | ResponseEnd
+    | Response
 )
 
 # --- encoding ------------------------------------------------------------------
@@ -349,10 +383,14 @@ def _enc_bare(message: Heartbeat | Goodbye) -> _Encoded:
 
 
 def _enc_request_head(m: RequestHead) -> _Encoded:
-    return {"t": 10, "i": m.id, "m": m.method, "u": m.target, "p": m.path, "q": m.query,
-            "h": m.headers, "v": m.http_version, "s": m.scheme, "c": m.client,
-            "a": m.server, "r": m.root_path, "l": m.content_length, "x": m.expect_continue,
-            "w": m.response_window}, None
+    fields: dict[str, object] = {
+        "t": 10, "i": m.id, "m": m.method, "u": m.target, "p": m.path, "q": m.query,
+        "h": m.headers, "v": m.http_version, "s": m.scheme, "c": m.client,
+        "a": m.server, "r": m.root_path, "l": m.content_length, "x": m.expect_continue,
+        "w": m.response_window}
+    if m.revision:  # optional: absent means revision 0 (and keeps 0's bytes)
+        fields["V"] = m.revision
+    return fields, None
 
 
 def _enc_request_end(m: RequestEnd) -> _Encoded:
@@ -392,6 +430,11 @@ def _enc_response_end(m: ResponseEnd) -> _Encoded:
     return {"t": 26, "i": m.id, "h": m.trailers, "a": m.aborted}, None
 
 
+def _enc_response(m: Response) -> _Encoded:
+    return {"t": 27, "i": m.id, "s": m.status, "h": m.headers, "r": m.reason,
+            "c": m.credit}, m.data
+
+
 # Each entry takes exactly its own message type, which a dict keyed by type
 # cannot express: hence Callable[[Any], ...].
 _ENCODERS: dict[type, Callable[[Any], _Encoded]] = {
@@ -409,6 +452,7 @@ _ENCODERS: dict[type, Callable[[Any], _Encoded]] = {
     ResponseHead: _enc_response_head,
     ResponseBody: _enc_body,
     ResponseEnd: _enc_response_end,
+    Response: _enc_response,
 }
 
 # --- decoding ------------------------------------------------------------------
@@ -554,7 +598,8 @@ def _dec_request_head(f: _Fields, frames: Sequence[bytes]) -> RequestHead:
         query=_bin(f, "q"), headers=_headers(f, "h"), http_version=_str(f, "v"),
         scheme=_str(f, "s"), client=_address(f, "c"), server=_address(f, "a"),
         root_path=_str(f, "r"), content_length=_length(f, "l"),
-        expect_continue=_bool(f, "x"), response_window=_uint(f, "w"))
+        expect_continue=_bool(f, "x"), response_window=_uint(f, "w"),
+        revision=_uint(f, "V") if "V" in f else 0)
 
 
 def _dec_request_body(f: _Fields, frames: Sequence[bytes]) -> RequestBody:
@@ -598,14 +643,22 @@ def _dec_body_credit(f: _Fields, frames: Sequence[bytes]) -> BodyCredit:
     return BodyCredit(id=_uint(f, "i"), size=_positive(f, "n"))
 
 
-def _dec_response_head(f: _Fields, frames: Sequence[bytes]) -> ResponseHead:
-    request_id = _uint(f, "i")
+def _status(f: _Fields) -> int:
     status = f.get("s")
     # 1xx are not final responses; 100 is the gateway's, sent on Continue.
     if not (type(status) is int and 200 <= status <= 999):
         _wrong(f, "s", "a final status code (200-999)")
-    return ResponseHead(id=request_id, status=status, headers=_headers(f, "h"),
+    return status
+
+
+def _dec_response_head(f: _Fields, frames: Sequence[bytes]) -> ResponseHead:
+    return ResponseHead(id=_uint(f, "i"), status=_status(f), headers=_headers(f, "h"),
                         reason=_bin(f, "r"))
+
+
+def _dec_response(f: _Fields, frames: Sequence[bytes]) -> Response:
+    return Response(id=_uint(f, "i"), status=_status(f), headers=_headers(f, "h"),
+                    reason=_bin(f, "r"), data=frames[2], credit=_uint(f, "c"))
 
 
 def _dec_response_body(f: _Fields, frames: Sequence[bytes]) -> ResponseBody:
@@ -637,4 +690,5 @@ _DECODERS: dict[object, tuple[_Decoder, bool, frozenset[Side]]] = {
     ResponseHead.TYPE: (_dec_response_head, False, _WORKER),
     ResponseBody.TYPE: (_dec_response_body, True, _WORKER),
     ResponseEnd.TYPE: (_dec_response_end, False, _WORKER),
+    Response.TYPE: (_dec_response, True, _WORKER),
 }

@@ -9,6 +9,14 @@ reported to the cycle's flow control, so the app waits), ``ResponseEnd``,
 ``Continue``; and it returns ``BodyCredit`` as the app consumes the request
 body. It never touches the socket: it hands messages to its
 :class:`RequestOwner` (the worker), and all of it runs on the event loop.
+
+A gateway of revision 1 or later takes a whole response as one ``Response``
+message. So the head is *held* until the end of the loop turn in which it was
+given (:meth:`RequestOwner.hold`): if the body and the end arrive in the same
+turn (WSGI's and ASGI's whole responses always do; a short generator often
+does) and the body fits the initial response window, one ``Response`` goes out
+instead of ``ResponseHead``, ``ResponseBody`` and ``ResponseEnd``; otherwise
+the held head goes out then, followed by the body, streamed as before.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from zmqhttp.fabric.protocol import (
     Continue,
     Message,
     RequestHead,
+    Response,
     ResponseBody,
     ResponseEnd,
     ResponseHead,
@@ -57,6 +66,10 @@ class RequestOwner(Protocol):
 
     def request_done(self, conn: RemoteConnection) -> None:
         """The response is over and the app has returned: the slot is free."""
+        ...
+
+    def hold(self, conn: RemoteConnection) -> None:
+        """Call ``conn.release()`` at the end of this loop turn, before sending."""
         ...
 
 
@@ -128,6 +141,10 @@ class RemoteConnection:
         self.head_sent = False
         self._continue_sent = False
         self._end_pending = False
+        #: The gateway takes a whole response as one Response (revision 1).
+        self._whole_ok = head.revision >= 1
+        #: (status, headers, reason) given but not sent yet: see release().
+        self._held: tuple[int, Headers, bytes] | None = None
         self._credit = head.response_window
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
@@ -233,24 +250,69 @@ class RemoteConnection:
                       cycle.request.target, status)
             self._send_error(cycle)
             return
-        try:
-            self.owner.send(ResponseHead(self.id, status, list(headers), reason))
-        except FabricProtocolError as exc:  # a head too large for the fabric
-            log.error("fabric: cannot send the response head for %r: %s",
-                      cycle.request.target, exc)
-            self._send_error(cycle)
+        if self._whole_ok:
+            # The body and the end may follow in this turn: one Response then.
+            self._held = (status, list(headers), reason)
+            self.owner.hold(self)
+        elif not self._send_head(cycle, status, list(headers), reason):
             return
         self.head_sent = True
         cycle.status = status
         cycle.response_headers = headers
 
+    def _send_head(self, cycle: RequestCycle, status: int, headers: Headers,
+                   reason: bytes) -> bool:
+        """Send ResponseHead; False if it could not be (a 500 went instead)."""
+        try:
+            self.owner.send(ResponseHead(self.id, status, headers, reason))
+        except FabricProtocolError as exc:  # a head too large for the fabric
+            log.error("fabric: cannot send the response head for %r: %s",
+                      cycle.request.target, exc)
+            self._send_error(cycle)
+            return False
+        return True
+
+    def release(self) -> None:
+        """End of the turn: send the held head, as one Response if the response is whole."""
+        held, self._held = self._held, None
+        cycle = self.cycle
+        if held is None or self.finished or cycle is None:
+            return
+        status, headers, reason = held
+        size = self._pending_bytes
+        if self._end_pending and size <= self._credit and size <= MAX_BODY_FRAME:
+            # Whole and within the initial window (nothing was sent yet, so
+            # _credit is RequestHead.w): no credit is involved (section 7.2).
+            body = self._pending.popleft() if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            try:
+                self.owner.send(Response(self.id, status, headers, reason, body))
+            except FabricProtocolError as exc:
+                log.error("fabric: cannot send the response to %r: %s",
+                          cycle.request.target, exc)
+                self._send_error(cycle)
+                return
+            self._ended()
+            return
+        if self._send_head(cycle, status, headers, reason):
+            self._pump()
+
     def _send_error(self, cycle: RequestCycle) -> None:
-        self.owner.send(ResponseHead(self.id, 500, list(_ERROR_HEADERS), b""))
-        self.owner.send(ResponseBody(self.id, _ERROR_BODY))  # within any sane window
+        self._held = None
+        self._pending.clear()
+        self._pending_bytes = 0
         self.head_sent = True
         cycle.status = 500
         cycle.response_headers = _ERROR_HEADERS
         cycle.bytes_sent = len(_ERROR_BODY)
+        # The body fits any sane window.
+        if self._whole_ok:
+            self.owner.send(Response(self.id, 500, list(_ERROR_HEADERS), b"", _ERROR_BODY))
+            self._ended()
+            return
+        self.owner.send(ResponseHead(self.id, 500, list(_ERROR_HEADERS), b""))
+        self.owner.send(ResponseBody(self.id, _ERROR_BODY))
         self._send_end(aborted=False)
 
     def send_data(self, cycle: RequestCycle, data: bytes, reserved: int = 0) -> None:
@@ -294,7 +356,11 @@ class RemoteConnection:
         else:
             self._pending.clear()
             self._pending_bytes = 0
-            self._send_end(aborted=True)
+            held, self._held = self._held, None
+            # A held head still goes out first: the client sees a response
+            # that started and broke off, as it would without the holding.
+            if held is None or self._send_head(cycle, *held):
+                self._send_end(aborted=True)
         self.closed = True
 
     # WebSocket is not carried over the fabric (revision 0): upgrades get a 501
@@ -314,6 +380,12 @@ class RemoteConnection:
 
     def _pump(self) -> None:
         """Send queued body bytes within the credit; then the end if it is due."""
+        if self._held is not None:
+            # The head waits for the end of the turn (release()); so does the body.
+            cycle = self.cycle
+            if cycle is not None:
+                cycle.flow_update(0, self._pending_bytes)
+            return
         pending = self._pending
         while pending and self._credit > 0:
             chunk = pending.popleft()
@@ -334,6 +406,10 @@ class RemoteConnection:
         if self.finished:
             return
         self.owner.send(ResponseEnd(self.id, [], aborted))
+        self._ended()
+
+    def _ended(self) -> None:
+        """Nothing more goes out for this request (its last message was queued)."""
         self.finished = True
         cycle = self.cycle
         if cycle is not None:

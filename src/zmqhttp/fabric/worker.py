@@ -10,6 +10,13 @@ Each ``RequestHead`` becomes a real :class:`~zmqhttp.server.cycle.RequestCycle`
 whose connection is a :class:`~zmqhttp.fabric.remote.RemoteConnection`, handed
 to the same WSGI/ASGI adapters the HTTP server uses. Credits, heartbeats and
 reconnection follow ``docs/protocol.md`` sections 6-9.
+
+Output is sent at the end of the loop turn that produced it (one callback),
+not message by message: by then a whole response has become one ``Response``
+(see :mod:`zmqhttp.fabric.remote`), and the slots freed in the turn ride on
+the last queued ``Response`` (its ``c``) instead of a ``Credit`` of their own.
+Every message the gateway does not have to receive, decode and dispatch is
+CPU it spends on HTTP instead.
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import zmq
+from zmq.backend import Socket as _BackendSocket
 
 from zmqhttp.apps import make_adapter
 from zmqhttp.config import Config
@@ -43,6 +53,7 @@ from zmqhttp.fabric.protocol import (
     RequestBody,
     RequestEnd,
     RequestHead,
+    Response,
     ResponseCredit,
     Side,
     decode,
@@ -66,6 +77,12 @@ _SEND_RETRY = 0.005
 # At most one malformed-message log line per this many seconds.
 _MALFORMED_LOG_EVERY = 1.0
 _NOT_IMPLEMENTED = b"WebSocket is not available through this gateway\n"
+# pyzmq's sugar send_multipart costs about 4 us a message more than the
+# backend's per-frame send with plain int flags (see dispatcher.py).
+_send_frame = _BackendSocket.send
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_ZERO_COPY_MIN = zmq.COPY_THRESHOLD
 
 
 class Worker:
@@ -107,6 +124,15 @@ class Worker:
         self._generation = 0
         self._requests: dict[int, RemoteConnection] = {}
         self._out: deque[list[bytes]] = deque()
+        #: The last queued Response and its frames, while they are the tail of
+        #: _out: the slots freed in this turn are folded into it (its ``c``).
+        self._fold: tuple[Response, list[bytes]] | None = None
+        #: Slots freed (request_done) and not yet returned to the gateway.
+        self._credit_due = 0
+        #: Connections whose held response head waits for the end of the turn.
+        self._held: list[RemoteConnection] = []
+        self._turn_scheduled = False
+        self._loop_thread = 0
         self._retry: asyncio.TimerHandle | None = None
         self._check_scheduled = False
         self._last_sent = 0.0
@@ -133,6 +159,7 @@ class Worker:
         self._curve = client_security(self.config)
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         self._inbox = LoopInbox(loop)
         self._idle = asyncio.Event()
         adapter = make_adapter(self.app, self.config)
@@ -212,6 +239,9 @@ class Worker:
     def _close_socket(self, linger_ms: int) -> None:
         sock, self._sock = self._sock, None
         self._out.clear()
+        self._fold = None
+        self._credit_due = 0  # the slots of the old link went with it
+        self._held.clear()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -249,8 +279,38 @@ class Worker:
         if self._sock is None:
             return
         self._out.append(frames)
-        self._flush()
+        self._fold = (message, frames) if type(message) is Response else None
         self._last_sent = time.monotonic()
+        self._schedule_turn()
+
+    def hold(self, conn: RemoteConnection) -> None:
+        """Call ``conn.release()`` at the end of this turn (RequestOwner)."""
+        self._held.append(conn)
+        self._schedule_turn()
+
+    def _schedule_turn(self) -> None:
+        if not self._turn_scheduled and self._loop is not None:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        """Release held responses, return freed slots, then send everything queued."""
+        self._turn_scheduled = False
+        held, self._held = self._held, []
+        for conn in held:
+            try:
+                conn.release()
+            except Exception:
+                log.exception("fabric worker: error sending the response to %d", conn.id)
+        if self._credit_due and self._sock is not None:
+            slots, self._credit_due = self._credit_due, 0
+            fold, self._fold = self._fold, None
+            if fold is not None and self._out and self._out[-1] is fold[1]:
+                response = fold[0]
+                self._out[-1] = encode(replace(response, credit=response.credit + slots))
+            else:
+                self._out.append(encode(Credit(slots)))
+        self._flush()
 
     def _flush(self) -> None:
         sock = self._sock
@@ -259,7 +319,7 @@ class Worker:
             return
         while out:
             try:
-                sock.send_multipart(out[0], zmq.NOBLOCK)
+                _send_message(sock, out[0])
             except zmq.Again:
                 if self._retry is None and self._loop is not None:
                     self._retry = self._loop.call_later(_SEND_RETRY, self._retry_flush)
@@ -300,9 +360,6 @@ class Worker:
                 return  # reconnected: the new socket has its own reader
         else:
             self._schedule_check()  # more may wait: after other callbacks
-            return
-        if self._out:
-            self._flush()
 
     async def _tick(self) -> None:
         interval = self.heartbeat_interval
@@ -411,8 +468,17 @@ class Worker:
         assert adapter is not None
         # The adapter calls cycle.app_done() when the app returns, from the
         # thread that ran it; the slot is freed on the loop.
-        cycle.on_app_done = lambda: self.call_soon_threadsafe(conn.app_finished)
+        cycle.on_app_done = lambda: self._app_done(conn)
         adapter.handle(cycle)
+
+    def _app_done(self, conn: RemoteConnection) -> None:
+        if threading.get_ident() == self._loop_thread:
+            # ASGI: the app returned in the turn of its last send. Hopping
+            # through the inbox would land after this turn's flush, so the
+            # freed slot would miss the Response it could ride on.
+            conn.app_finished()
+        else:
+            self.call_soon_threadsafe(conn.app_finished)
 
     # -- RequestOwner ---------------------------------------------------------------------
 
@@ -425,7 +491,9 @@ class Worker:
             return  # abandoned with its link: its slot went with the old socket
         del self._requests[conn.id]
         if conn.generation == self._generation and not self._stopping:
-            self.send(Credit(1))
+            # Sent at the end of the turn, on the last Response if there is one.
+            self._credit_due += 1
+            self._schedule_turn()
         if not self._requests and self._idle is not None:
             self._idle.set()
 
@@ -439,3 +507,14 @@ def _describe(app: Any) -> str:
     name = getattr(app, "__qualname__", None) or type(app).__qualname__
     return f"{module}:{name}"
 
+
+
+def _send_message(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """``frames`` as one message, ``NOBLOCK``; only the first part can be refused."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        flags = _NOBLOCK if index == last else _NOBLOCK_MORE
+        if len(frame) < _ZERO_COPY_MIN:
+            _send_frame(sock, frame, flags)
+        else:
+            _send_frame(sock, frame, flags, False)
