@@ -106,9 +106,6 @@ def post_statuses(port: int, count: int) -> list[int]:
     return statuses
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the gateway answers 502 to a POST it routed to a "
-                   "worker that was already dead (send failed with EHOSTUNREACH, so the worker "
-                   "never got it) instead of dispatching it to a live worker")
 @pytest.mark.timeout(60)
 def test_a_post_sent_after_a_worker_died_is_not_lost(tmp_path: Path) -> None:
     """A worker killed while idle holds no request: POSTs sent after its death
