@@ -1,8 +1,10 @@
 """The worker fabric: HTTP requests carried over ZeroMQ to worker processes.
 
-Today this package holds the wire protocol (:mod:`zmqhttp.fabric.protocol`,
-specified in ``docs/protocol.md``); the dispatcher (gateway ROUTER) and the
-worker (DEALER) are built on it next.
+This package re-exports the wire protocol (:mod:`zmqhttp.fabric.protocol`,
+specified in ``docs/protocol.md``). The gateway's side is
+:mod:`~zmqhttp.fabric.dispatcher` (with ``jobs``, ``router`` and ``relay``), the
+worker's :mod:`~zmqhttp.fabric.worker` (with ``remote``); both read their
+socket through :mod:`~zmqhttp.fabric.loopsocket`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The worker side of the fabric: a DEALER socket that serves the gateway's requests.
 
-Strategy: one plain ``zmq.Socket`` (DEALER) on the asyncio loop through
-``loop.add_reader`` on its FD. That FD is edge-triggered: it signals a change of
-``ZMQ_EVENTS``, not readiness, so the reader drains with ``NOBLOCK`` until
-``Again`` and every send schedules one more check (a send may consume the
-edge). Sends are ``NOBLOCK`` only; a full pipe queues them here and retries.
+Strategy: one plain ``zmq.Socket`` (DEALER) on the asyncio loop through a
+:class:`~zmqhttp.fabric.loopsocket.LoopSocket`. Its FD is edge-triggered: it
+signals a change of ``ZMQ_EVENTS``, not readiness, so the reader drains with
+``NOBLOCK`` until ``Again`` and every flush schedules one more drain (a send may
+consume the edge). Sends are ``NOBLOCK`` only; a full pipe queues them here and
+retries.
 
 Each ``RequestHead`` becomes a real :class:`~zmqhttp.server.cycle.RequestCycle`
 whose connection is a :class:`~zmqhttp.fabric.remote.RemoteConnection`, handed
@@ -34,12 +35,12 @@ from dataclasses import replace
 from typing import Any
 
 import zmq
-from zmq.backend import Socket as _BackendSocket
 
 from zmqhttp.apps import make_adapter
 from zmqhttp.config import Config
 from zmqhttp.errors import FabricProtocolError
 from zmqhttp.fabric.curve import ClientSecurity, client_security, secure_client
+from zmqhttp.fabric.loopsocket import LoopSocket, recv_message, send_message
 from zmqhttp.fabric.protocol import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -77,12 +78,6 @@ _SEND_RETRY = 0.005
 # At most one malformed-message log line per this many seconds.
 _MALFORMED_LOG_EVERY = 1.0
 _NOT_IMPLEMENTED = b"WebSocket is not available through this gateway\n"
-# pyzmq's sugar send_multipart costs about 4 us a message more than the
-# backend's per-frame send with plain int flags (see dispatcher.py).
-_send_frame = _BackendSocket.send
-_NOBLOCK = int(zmq.NOBLOCK)
-_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_ZERO_COPY_MIN = zmq.COPY_THRESHOLD
 
 
 class Worker:
@@ -120,7 +115,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: LoopInbox | None = None
         self._sock: zmq.Socket[bytes] | None = None
-        self._fd = -1
+        #: Reads _sock; a new one with each socket (reconnection).
+        self._reader: LoopSocket | None = None
         self._generation = 0
         self._requests: dict[int, RemoteConnection] = {}
         self._out: deque[list[bytes]] = deque()
@@ -134,7 +130,6 @@ class Worker:
         self._turn_scheduled = False
         self._loop_thread = 0
         self._retry: asyncio.TimerHandle | None = None
-        self._check_scheduled = False
         self._last_sent = 0.0
         self._last_received = 0.0
         self._ticker: asyncio.Task[None] | None = None
@@ -225,8 +220,8 @@ class Worker:
             secure_client(sock, self._curve)
         sock.connect(self.connect)
         self._sock = sock
-        self._fd = sock.fileno()
-        self._loop.add_reader(self._fd, self._on_events)
+        self._reader = LoopSocket(self._loop, sock, recv_message, self._received,
+                                  budget=_RECV_BUDGET, log=log, name="fabric worker")
         self._generation += 1
         self.connections += 1
         now = time.monotonic()
@@ -247,9 +242,9 @@ class Worker:
             self._retry = None
         if sock is None:
             return
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-        self._fd = -1
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         sock.close(linger=linger_ms)
 
     def _reconnect(self, why: str) -> None:
@@ -319,7 +314,7 @@ class Worker:
             return
         while out:
             try:
-                _send_message(sock, out[0])
+                send_message(sock, out[0])
             except zmq.Again:
                 if self._retry is None and self._loop is not None:
                     self._retry = self._loop.call_later(_SEND_RETRY, self._retry_flush)
@@ -337,29 +332,8 @@ class Worker:
 
     def _schedule_check(self) -> None:
         # A send may have consumed the FD's edge: look at ZMQ_EVENTS once more.
-        if not self._check_scheduled and self._loop is not None:
-            self._check_scheduled = True
-            self._loop.call_soon(self._on_events)
-
-    def _on_events(self) -> None:
-        self._check_scheduled = False
-        sock = self._sock
-        if sock is None:
-            return
-        for _ in range(_RECV_BUDGET):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            except zmq.ZMQError as exc:
-                log.error("fabric worker: receive failed: %s", exc)
-                break
-            self._last_received = time.monotonic()
-            self._received(frames)
-            if self._sock is not sock:
-                return  # reconnected: the new socket has its own reader
-        else:
-            self._schedule_check()  # more may wait: after other callbacks
+        if self._reader is not None:
+            self._reader.schedule_drain()
 
     async def _tick(self) -> None:
         interval = self.heartbeat_interval
@@ -373,11 +347,13 @@ class Worker:
                 continue
             if now - self._last_sent >= interval:
                 self.send(Heartbeat())
-            self._on_events()  # a safety net against a missed edge
+            if self._reader is not None:
+                self._reader.drain()  # a safety net against a missed edge
 
     # -- messages from the gateway ----------------------------------------------------
 
     def _received(self, frames: list[bytes]) -> None:
+        self._last_received = time.monotonic()
         try:
             message = decode(frames, sender=Side.GATEWAY)
         except FabricProtocolError as exc:
@@ -507,14 +483,3 @@ def _describe(app: Any) -> str:
     name = getattr(app, "__qualname__", None) or type(app).__qualname__
     return f"{module}:{name}"
 
-
-
-def _send_message(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
-    """``frames`` as one message, ``NOBLOCK``; only the first part can be refused."""
-    last = len(frames) - 1
-    for index, frame in enumerate(frames):
-        flags = _NOBLOCK if index == last else _NOBLOCK_MORE
-        if len(frame) < _ZERO_COPY_MIN:
-            _send_frame(sock, frame, flags)
-        else:
-            _send_frame(sock, frame, flags, False)
