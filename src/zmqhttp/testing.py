@@ -4,6 +4,9 @@
   ZMQ_STREAM socket, bound to a random loopback port, on its own event loop in
   a background thread, so blocking clients (``http.client``, raw sockets,
   ``httpx``) can talk to it from a test.
+* :class:`WorkerThread` runs a fabric :class:`~zmqhttp.fabric.worker.Worker`
+  the same way, connected to a gateway (e.g. a ``ServerThread`` with
+  ``adapter=FabricAdapter``), to test an app through the fabric in one process.
 * :func:`splits` yields a byte string cut in the ways h11 tests its readers:
   whole, one byte at a time, and at every single position.
 * :class:`~zmqhttp.server.clock.ManualClock` (re-exported) moves only when told.
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -22,7 +26,7 @@ from zmqhttp.server.clock import ManualClock
 from zmqhttp.server.cycle import AppAdapter
 from zmqhttp.server.server import Server
 
-__all__ = ["ManualClock", "ServerThread", "splits"]
+__all__ = ["ManualClock", "ServerThread", "WorkerThread", "splits"]
 
 
 def splits(data: bytes) -> Iterator[list[bytes]]:
@@ -130,6 +134,77 @@ class ServerThread:
             raise TimeoutError("server thread did not stop")
 
     def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class WorkerThread:
+    """A fabric worker on a background thread, serving ``app`` for the gateway at ``connect``.
+
+    Args:
+        app: the WSGI or ASGI application.
+        connect: the gateway's fabric endpoint, e.g. ``FabricAdapter.endpoints[0]``.
+        config: the worker's settings (``access_log`` off by default).
+        startup_timeout: seconds to wait for the worker to connect.
+        **options: passed on to :class:`~zmqhttp.fabric.worker.Worker`
+            (``capacity``, ``context``, ``heartbeat_interval``, ...).
+
+    ``start()`` returns it running; use as a context manager or call :meth:`stop`.
+    """
+
+    def __init__(self, app: Any, connect: str, config: Config | None = None, *,
+                 startup_timeout: float = 10.0, **options: Any) -> None:
+        from zmqhttp.fabric.worker import Worker  # the fabric only when asked for
+
+        merged = config if config is not None else Config(access_log=False)
+        options.setdefault("capacity", merged.threads)
+        self.worker = Worker(app, merged, connect, **options)
+        self.loop = asyncio.new_event_loop()
+        self._startup_timeout = startup_timeout
+        self._thread = threading.Thread(target=self._run, name="zmqhttp-test-worker",
+                                        daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> WorkerThread:
+        self._thread.start()
+        if not self._ready.wait(self._startup_timeout):
+            raise TimeoutError("fabric worker did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.worker.start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful: Goodbye, finish what is in flight (bounded by ``timeout``), close."""
+        if self.loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self.worker.stop(timeout), self.loop)
+            with contextlib.suppress(Exception):  # the test's own result stands
+                future.result(timeout + 5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
+
+    def freeze(self) -> None:
+        """Stop answering anything, without a Goodbye: a hung or unplugged worker."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> WorkerThread:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -18,7 +18,6 @@ Every socket operation has a timeout; nothing here can hang a test.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import socket
@@ -34,8 +33,7 @@ import pytest
 
 from zmqhttp.config import Config
 from zmqhttp.fabric.dispatcher import FabricAdapter
-from zmqhttp.fabric.worker import Worker
-from zmqhttp.testing import ServerThread
+from zmqhttp.testing import ServerThread, WorkerThread
 
 __all__ = [
     "BASE_SETTINGS",
@@ -227,33 +225,6 @@ class Target:
         return Conn(self.port, timeout)
 
 
-class _WorkerThread:
-    """A fabric Worker on its own event loop and thread (as tests/fabric does)."""
-
-    def __init__(self, app: Any, endpoint: str, config: Config) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.worker = Worker(app, config, connect=endpoint, capacity=config.threads)
-        self.thread = threading.Thread(target=self._run, name="conformance-worker", daemon=True)
-        self.started = threading.Event()
-        self.thread.start()
-        if not self.started.wait(10):
-            raise TimeoutError("fabric worker did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.worker.start())
-        self.started.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self.worker.stop(), self.loop)
-            with contextlib.suppress(Exception):
-                future.result(15)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @contextlib.contextmanager
 def start_target(kind: str, **settings: Any) -> Iterator[Target]:
     """A server of ``kind`` (see :data:`KINDS`) running a fresh :class:`RecordingApp`."""
@@ -267,10 +238,10 @@ def start_target(kind: str, **settings: Any) -> Iterator[Target]:
         raise ValueError(kind)
     gateway = ServerThread(None, adapter=FabricAdapter, fabric=["tcp://127.0.0.1:*"],
                            **merged).start()
-    worker: _WorkerThread | None = None
+    worker: WorkerThread | None = None
     try:
         assert isinstance(gateway.adapter, FabricAdapter)
-        worker = _WorkerThread(app, gateway.adapter.endpoints[0], Config().replace(**merged))
+        worker = WorkerThread(app, gateway.adapter.endpoints[0], Config().replace(**merged)).start()
         _wait_ready(gateway.port)
         yield Target(kind, gateway.port, app)
     finally:

@@ -32,8 +32,7 @@ from zmqhttp.config import Config
 from zmqhttp.errors import ConfigError
 from zmqhttp.fabric.curve import generate_keys, start_authenticator, stop_authenticator
 from zmqhttp.fabric.dispatcher import FabricAdapter
-from zmqhttp.fabric.worker import Worker
-from zmqhttp.testing import ServerThread
+from zmqhttp.testing import ServerThread, WorkerThread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,35 +70,6 @@ class CountingApp:
         return [self.name.encode()]
 
 
-class WorkerThread:
-    """A fabric Worker with its own loop and thread; stop() by the test's teardown."""
-
-    def __init__(self, app: CountingApp, endpoint: str, secret: str, server: str) -> None:
-        config = Config(threads=2, curve_secret_key=secret, curve_server_key=server)
-        self.worker = Worker(app, config, connect=endpoint, capacity=2)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.started = threading.Event()
-        self.thread.start()
-        assert self.started.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.worker.start())
-        self.started.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self.worker.stop(timeout=2), self.loop)
-            with contextlib.suppress(Exception):
-                future.result(10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
 @pytest.fixture
 def cleanup() -> Iterator[list[Callable[[], None]]]:
     steps: list[Callable[[], None]] = []
@@ -132,7 +102,9 @@ def get(gateway: ServerThread, path: str = "/") -> tuple[int, bytes]:
 def start_worker(cleanup: list[Callable[[], None]], gateway: ServerThread, app: CountingApp,
                  secret: str, server: str) -> WorkerThread:
     assert isinstance(gateway.adapter, FabricAdapter)
-    worker = WorkerThread(app, gateway.adapter.endpoints[0], secret, server)
+    config = Config(threads=2, access_log=False, curve_secret_key=secret,
+                    curve_server_key=server)
+    worker = WorkerThread(app, gateway.adapter.endpoints[0], config).start()
     cleanup.append(worker.stop)
     return worker
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import socket
@@ -17,8 +16,7 @@ import pytest
 
 from zmqhttp.config import Config
 from zmqhttp.fabric.dispatcher import FabricAdapter, _private_endpoint
-from zmqhttp.fabric.worker import Worker
-from zmqhttp.testing import ServerThread
+from zmqhttp.testing import ServerThread, WorkerThread
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -36,38 +34,6 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     return [b"hello from a worker\n"]
 
 
-class WorkerThread:
-    """A fabric Worker on its own event loop and thread."""
-
-    def __init__(self, endpoint: str, capacity: int = 4) -> None:
-        self.loop = asyncio.new_event_loop()
-        # The protocol's 1 s heartbeat: a real gateway sends at that pace, so a
-        # shorter interval here would make the worker think it silent and reconnect.
-        self.worker = Worker(app, Config(threads=capacity), connect=endpoint, capacity=capacity)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.started = threading.Event()
-        self.thread.start()
-        assert self.started.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.worker.start())
-        self.started.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self.worker.stop(), self.loop)
-            future.result(15)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def freeze(self) -> None:
-        """Stop answering anything, as a hung or unplugged worker would."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @pytest.fixture
 def fabric() -> Iterator[Callable[[int], tuple[ServerThread, list[WorkerThread]]]]:
     cleanup: list[Callable[[], None]] = []
@@ -78,7 +44,8 @@ def fabric() -> Iterator[Callable[[int], tuple[ServerThread, list[WorkerThread]]
         cleanup.append(lambda: gateway.stop(timeout=5))
         assert isinstance(gateway.adapter, FabricAdapter)
         endpoint = gateway.adapter.endpoints[0]
-        started = [WorkerThread(endpoint) for _ in range(workers)]
+        started = [WorkerThread(app, endpoint, Config(threads=4, access_log=False)).start()
+                   for _ in range(workers)]
         for worker in started:
             cleanup.append(worker.stop)
         deadline = time.monotonic() + 10

@@ -24,8 +24,7 @@ import pytest
 
 from zmqhttp.config import Config
 from zmqhttp.fabric.dispatcher import FabricAdapter
-from zmqhttp.fabric.worker import Worker
-from zmqhttp.testing import ServerThread
+from zmqhttp.testing import ServerThread, WorkerThread
 
 Interface = Literal["wsgi", "asgi"]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -33,34 +32,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 MIB = 1024 * 1024
 #: Seconds any single wait in these tests may take (a hang fails, not stalls).
 WAIT = 10.0
-
-
-class WorkerThread:
-    """A fabric Worker serving ``app`` on its own event loop and thread."""
-
-    def __init__(self, app: Any, endpoint: str, interface: Interface) -> None:
-        self.loop = asyncio.new_event_loop()
-        # The protocol's heartbeat interval: the gateway heartbeats at 1 s, so a
-        # shorter one here would make the worker give up on a quiet gateway.
-        self.worker = Worker(app, Config(threads=4, interface=interface, lifespan="off"),
-                             connect=endpoint, capacity=4)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.started = threading.Event()
-        self.thread.start()
-        assert self.started.wait(WAIT)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.worker.start())
-        self.started.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self.worker.stop(timeout=3), self.loop)
-            future.result(15)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 class Fabric(Protocol):
@@ -79,7 +50,8 @@ def fabric() -> Iterator[Fabric]:
         cleanup.append(lambda: gateway.stop(timeout=5))
         adapter = gateway.adapter
         assert isinstance(adapter, FabricAdapter)
-        worker = WorkerThread(app, adapter.endpoints[0], interface)
+        config = Config(threads=4, interface=interface, lifespan="off", access_log=False)
+        worker = WorkerThread(app, adapter.endpoints[0], config, startup_timeout=WAIT).start()
         cleanup.append(worker.stop)
         deadline = time.monotonic() + WAIT
         while not gateway.call(lambda: adapter.ready):  # read on the gateway's loop

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import os
@@ -17,8 +16,7 @@ import pytest
 
 from zmqhttp.config import Config
 from zmqhttp.fabric.dispatcher import FabricAdapter
-from zmqhttp.fabric.worker import Worker
-from zmqhttp.testing import ServerThread
+from zmqhttp.testing import ServerThread, WorkerThread
 
 #: Set at teardown: frees application threads of a frozen worker.
 _RELEASE = threading.Event()
@@ -36,39 +34,6 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         return [b"no\n"]
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello\n"]
-
-
-class WorkerThread:
-    """A fabric Worker on its own event loop and thread."""
-
-    def __init__(self, endpoint: str, capacity: int = 4) -> None:
-        self.loop = asyncio.new_event_loop()
-        # The protocol's heartbeat interval: a shorter one makes an idle worker
-        # give up on the gateway (which beats every second) and reconnect,
-        # and every reconnection counts as a loss here.
-        self.worker = Worker(app, Config(threads=capacity), connect=endpoint, capacity=capacity)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.started = threading.Event()
-        self.thread.start()
-        assert self.started.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.worker.start())
-        self.started.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self.worker.stop(), self.loop)
-            future.result(15)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def freeze(self) -> None:
-        """Stop answering anything, as a hung or unplugged worker would."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -156,7 +121,11 @@ def fabric() -> Iterator[Fabric]:
 
     def add_worker(gateway: ServerThread) -> WorkerThread:
         assert isinstance(gateway.adapter, FabricAdapter)
-        worker = WorkerThread(gateway.adapter.endpoints[0])
+        # The protocol's heartbeat interval: a shorter one makes an idle worker
+        # give up on the gateway (which beats every second) and reconnect,
+        # and every reconnection counts as a loss here.
+        worker = WorkerThread(app, gateway.adapter.endpoints[0],
+                              Config(threads=4, access_log=False)).start()
         cleanup.append(worker.stop)
         return worker
 
