@@ -115,7 +115,7 @@ def check_bounded(conn: ServerConnection, largest_chunk: int) -> None:
     limits = conn.limits
     assert held_bytes(conn) <= 2 * (limits.max_pipeline_bytes + largest_chunk)
     reader = conn._reader
-    assert reader._url_len <= limits.max_request_line
+    assert len(reader._url) <= limits.max_request_line
     assert reader._head_size <= limits.max_head
     assert reader._section_raw <= limits.max_head
 

@@ -43,6 +43,8 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 _RECEIVE_CHUNK = 256 * 1024
 _ERROR_BODY = b"Internal Server Error\n"
 _DISCONNECT: Message = {"type": "http.disconnect"}
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH",
+                                    b"OPTIONS")}
 
 
 def asgi2_to_asgi3(app: Any) -> ASGIApp:
@@ -69,7 +71,7 @@ def build_scope(cycle: RequestCycle, state: dict[str, Any]) -> Scope:
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": request.http_version,
-        "method": request.method.decode("ascii"),
+        "method": _METHODS.get(request.method) or request.method.decode("ascii"),
         "scheme": cycle.scheme,
         "path": path,
         "raw_path": raw_path,
@@ -96,6 +98,8 @@ class _Phase(enum.Enum):
 class _Exchange:
     """One request/response between the server and the app."""
 
+    __slots__ = ("_body_done", "_headers", "_status", "_wakeup", "cycle", "phase", "scope")
+
     def __init__(self, cycle: RequestCycle, scope: Scope) -> None:
         self.cycle = cycle
         self.scope = scope
@@ -103,8 +107,13 @@ class _Exchange:
         self._status = 200
         self._headers: Headers = []
         self._body_done = False
-        self._wakeup = asyncio.Event()
-        cycle.body.listener = self._wakeup.set
+        # Created when receive() first has to wait: most apps never do.
+        self._wakeup: asyncio.Event | None = None
+        cycle.body.listener = self._wake
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     @property
     def gone(self) -> bool:
@@ -112,7 +121,9 @@ class _Exchange:
         cycle = self.cycle
         return cycle.disconnected or (cycle.finished and self.phase is not _Phase.DONE)
 
-    async def run(self, app: ASGIApp) -> None:
+    async def run(self, app: ASGIApp,
+                  running: dict[_Exchange, asyncio.Task[None]] | None = None) -> None:
+        """Run ``app`` for this exchange; then leave ``running`` (the adapter's table)."""
         try:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
@@ -131,6 +142,9 @@ class _Exchange:
                 self._fail()
         finally:
             self.cycle.body.listener = None
+            if running is not None:
+                # Instead of a done callback: one call_soon and Handle less a request.
+                running.pop(self, None)
             self.cycle.app_done()
 
     def _fail(self) -> None:
@@ -158,8 +172,12 @@ class _Exchange:
                 message = self._read_body()
                 if message is not None:
                     return message
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            wakeup = self._wakeup
+            if wakeup is None:
+                wakeup = self._wakeup = asyncio.Event()
+            else:
+                wakeup.clear()
+            await wakeup.wait()
 
     def _read_body(self) -> Message | None:
         body = self.cycle.body
@@ -213,7 +231,7 @@ class _Exchange:
             if not more:
                 self.phase = _Phase.DONE
                 cycle.respond(self._status, self._with_length(data), data)
-                self._wakeup.set()
+                self._wake()
                 return
             self.phase = _Phase.BODY
             cycle.start_response(self._status, self._headers)
@@ -222,15 +240,18 @@ class _Exchange:
         if not more:
             self.phase = _Phase.DONE
             cycle.end_response()
-            self._wakeup.set()
+            self._wake()
 
     def _with_length(self, body: bytes) -> Headers:
-        headers = self._headers
+        headers = self._headers  # our own copy (_start): extended in place
         if self._status in (204, 304) or (not body and self.cycle.request.method == b"HEAD"):
             return headers
-        if any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
-            return headers
-        return [*headers, (b"content-length", b"%d" % len(body))]
+        for name, _ in headers:
+            lower = name.lower()
+            if lower == b"content-length" or lower == b"transfer-encoding":
+                return headers
+        headers.append((b"content-length", b"%d" % len(body)))
+        return headers
 
 
 class ASGIAdapter:
@@ -245,10 +266,16 @@ class ASGIAdapter:
         self.app = app
         self.state: dict[str, Any] = {}
         self._lifespan = Lifespan(app, config.lifespan, self.state)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # WebSocket sessions
+        self._running: dict[_Exchange, asyncio.Task[None]] = {}  # HTTP requests
 
     def handle(self, cycle: RequestCycle) -> None:
-        self._spawn(_Exchange(cycle, build_scope(cycle, self.state)).run(self.app))
+        exchange = _Exchange(cycle, build_scope(cycle, self.state))
+        # The exchange leaves self._running itself when it ends (see run).
+        running = self._running
+        task = asyncio.get_running_loop().create_task(exchange.run(self.app, running))
+        if not task.done():  # an eager task factory may have run it to the end
+            running[exchange] = task
 
     def handle_websocket(self, cycle: RequestCycle) -> None:
         """A checked WebSocket handshake: run the app with a ``websocket`` scope."""
@@ -267,6 +294,6 @@ class ASGIAdapter:
         await self._lifespan.shutdown()
 
     def close(self) -> None:
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._running.values()]:
             task.cancel()
         self._lifespan.close()

@@ -38,6 +38,9 @@ _FILE_BLOCK = 256 * 1024
 # How long a producer thread sleeps at most between checks for a vanished client.
 _FLOW_POLL = 1.0
 _ERROR_BODY = b"Internal Server Error\n"
+# Status strings already parsed ("200 OK"): apps use a handful (bounded).
+_STATUSES: dict[str, tuple[int, bytes]] = {}
+_STATUSES_MAX = 256
 
 
 class InputStream:
@@ -160,10 +163,24 @@ def build_environ(cycle: RequestCycle, errors: ErrorStream) -> dict[str, Any]:
 
 
 def _parse_status(status: str) -> tuple[int, bytes]:
+    parsed = _STATUSES.get(status)
+    if parsed is not None:
+        return parsed
     code, _, reason = status.partition(" ")
     if len(code) != 3 or not code.isdigit():
         raise LocalProtocolError(f"invalid WSGI status {status!r}")
-    return int(code), reason.encode("latin-1")
+    parsed = int(code), reason.encode("latin-1")
+    if len(_STATUSES) < _STATUSES_MAX:
+        _STATUSES[status] = parsed
+    return parsed
+
+
+def _has_length(headers: Headers) -> bool:
+    # A loop, not any() over a generator: a generator object per response.
+    for name, _ in headers:  # noqa: SIM110
+        if name.lower() == b"content-length":
+            return True
+    return False
 
 
 def _encode_headers(headers: list[tuple[str, str]]) -> Headers:
@@ -227,8 +244,8 @@ class _Responder:
         # a computed "Content-Length: 0" would misstate the representation's
         # length (RFC 9110 §8.6, §9.3.2, §15.4.5).
         skip = self.status in (204, 304) or (not body and self.cycle.request.method == b"HEAD")
-        if not skip and not any(name.lower() == b"content-length" for name, _ in headers):
-            headers = [*headers, (b"Content-Length", b"%d" % len(body))]
+        if not skip and not _has_length(headers):
+            headers.append((b"Content-Length", b"%d" % len(body)))  # our own list
         self.head_sent = True
         cycle = self.cycle
         # Already in memory: no pacing needed for a body handed over whole.
@@ -254,7 +271,7 @@ class _Responder:
         cycle.call_soon_threadsafe(cycle.end_response)
 
     def _add_file_length(self, wrapper: FileWrapper) -> None:
-        if any(name.lower() == b"content-length" for name, _ in self.headers):
+        if _has_length(self.headers):
             return
         size = wrapper.remaining_size()
         if size is not None:

@@ -19,6 +19,7 @@ in progress, :meth:`next_event` returns ``PAUSED``: pipelined requests are held
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import deque
 from collections.abc import Callable
@@ -46,8 +47,10 @@ from zmqhttp.http.writer import (
     CloseDelimitedWriter,
     LengthWriter,
     NoBodyWriter,
+    field_line,
     reason_phrase,
     render_head,
+    status_line,
 )
 
 __all__ = ["RequestState", "ResponseState", "ServerConnection"]
@@ -56,6 +59,53 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Fields the server owns; an application's values are dropped (PEP 3333 forbids
 # hop-by-hop fields from WSGI apps; we frame the body ourselves).
 _FRAMING_FIELDS = frozenset({b"transfer-encoding", b"content-length"})
+_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
+_CLOSE_LINE = b"Connection: close\r\n"
+_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
+# The writers without state are shared.
+_NO_BODY = NoBodyWriter()
+_CHUNKED = ChunkedWriter()
+
+# What the server does with a response field, by the (name, value) pair the
+# application gave: apps send the same few fields on every response, so each
+# is checked, classified and rendered once (bounded like writer.field_line).
+_PLAIN, _DATE, _SERVER, _LENGTH, _DROP, _CLOSE = range(6)
+_FIELD_KINDS: dict[tuple[bytes, bytes], tuple[int, bytes, int]] = {}
+_FIELD_KINDS_MAX = 4096
+_FIELD_CACHED_MAX = 200
+
+
+def _classify_field(name: bytes, value: bytes) -> tuple[int, bytes, int]:
+    """(kind, rendered line, Content-Length) of one application field.
+
+    Raises:
+        LocalProtocolError: an invalid field, or an invalid Content-Length.
+    """
+    lower = name.lower()
+    if lower in _FRAMING_FIELDS:
+        # We frame the body ourselves; the application's length is checked.
+        if lower == b"transfer-encoding":
+            return _DROP, b"", 0
+        stripped = value.strip()
+        if not stripped.isdigit():
+            raise LocalProtocolError("invalid Content-Length from the application")
+        return _LENGTH, b"", int(stripped)
+    if lower == b"connection":
+        return (_CLOSE if b"close" in connection_tokens([value]) else _DROP), b"", 0
+    kind = _DATE if lower == b"date" else _SERVER if lower == b"server" else _PLAIN
+    return kind, field_line(name, value), 0
+
+
+# The Date line changes once a second: the last one is kept, as one tuple so
+# that servers on other threads always read a matching pair.
+_last_date: list[tuple[bytes, bytes]] = [(b"", b"")]
+
+
+def _date_line(date: bytes) -> bytes:
+    last = _last_date[0]
+    if last[0] is not date:
+        last = _last_date[0] = (date, field_line(b"Date", date))
+    return last[1]
 
 
 class RequestState(enum.Enum):
@@ -109,7 +159,9 @@ class ServerConnection:
         self._server_header = server_header
         self._queue: deque[QueueItem] = deque()
         self._reader = RequestReader(self.limits, self._queue)
-        self._pending: deque[bytes] = deque()
+        # Bytes received and not parsed yet; parsed all at once (a list, not a
+        # deque: an idle connection keeps this, and an empty deque is 600 bytes).
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._overflow = False
         self._eof = False
@@ -168,10 +220,11 @@ class ServerConnection:
         if not data:
             self._eof = True
             return
-        if self.must_close or self._overflow:
+        state = self.request_state
+        if state is RequestState.MUST_CLOSE or state is RequestState.CLOSED or self._overflow:
             return  # lingering close, or no more requests taken: read and drop
         if (
-            self.request_state is RequestState.DONE
+            state is RequestState.DONE
             and self._pending_bytes + len(data) > self.limits.max_pipeline_bytes
         ):
             # Stop taking requests (see Limits); the complete ones held are
@@ -205,9 +258,7 @@ class ServerConnection:
                     return event
                 continue
             if self._pending:
-                data = self._pending.popleft()
-                self._pending_bytes -= len(data)
-                self._reader.feed(data)
+                self._reader.feed(self._take_pending())
                 continue
             if self._eof:
                 self.request_state = RequestState.CLOSED
@@ -218,22 +269,28 @@ class ServerConnection:
 
     def _complete_held(self) -> int:
         """Parse every held byte; count the messages that ended (or failed) in the queue."""
-        while self._pending:
-            data = self._pending.popleft()
-            self._pending_bytes -= len(data)
-            self._reader.feed(data)
+        if self._pending:
+            self._reader.feed(self._take_pending())
         return sum(isinstance(item, EndOfMessage | ParseError) for item in self._queue)
+
+    def _take_pending(self) -> bytes:
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_bytes = 0
+        return data
 
     def _take(self, item: QueueItem) -> Event | None:
         """Apply one queued item to the state; None if it is consumed silently."""
-        if isinstance(item, Data):
+        # The event classes are final (never subclassed): type() is exact.
+        if type(item) is Data:
             self._body_seen = True
             return None if self.request_state is RequestState.DRAIN else item
-        if isinstance(item, Request):
+        if type(item) is Request:
             self.request = item
             self.request_state = RequestState.BODY
             return item
-        if isinstance(item, EndOfMessage):
+        if type(item) is EndOfMessage:
             if self.request_state is RequestState.DRAIN:
                 self._finish_cycle()
                 return None
@@ -241,6 +298,7 @@ class ServerConnection:
             if self.response_state is ResponseState.DONE:
                 self._finish_cycle()
             return item
+        assert type(item) is ParseError
         self.request_state = RequestState.CLOSED
         raise item.error
 
@@ -315,81 +373,119 @@ class ServerConnection:
         return data
 
     def _start_response(self, event: Response) -> bytes:
+        head, writer, keep_alive = self._prepare_head(event.status, event.headers, event.reason)
+        self._commit_head(writer, keep_alive)
+        return head
+
+    def respond(self, status: int, headers: Headers, body: bytes, reason: bytes = b"") -> bytes:
+        """A whole response at once: ``send`` of its head, ``body`` and end, joined.
+
+        Raises:
+            LocalProtocolError: before any state changes (an invalid head, or a
+                body that does not match its Content-Length); the caller may
+                still answer with :meth:`send_error` or event by event.
+        """
+        head, writer, keep_alive = self._prepare_head(status, headers, reason)
+        if type(writer) is LengthWriter and writer.remaining != len(body):
+            raise LocalProtocolError("response body does not match its Content-Length")
+        self._commit_head(writer, keep_alive)
+        framed = writer.write(body)
+        tail = self._end_response()
+        return head + framed + tail if tail else head + framed
+
+    def _prepare_head(self, status: int, given: Headers,
+                      reason: bytes) -> tuple[bytes, BodyWriter, bool]:
+        """The head of a final response and its body writer; changes no state.
+
+        Raises:
+            LocalProtocolError: the state or the head is invalid.
+        """
         if self.response_state is not ResponseState.IDLE:
             raise LocalProtocolError("response already started")
-        request = self.request
-        status = event.status
         if status < 200:
             raise LocalProtocolError("send informational responses as InformationalResponse")
-        headers, length, app_close = self._app_headers(event.headers, status)
+        parts = [status_line(status, reason)]
+        lines, length, app_close = self._app_fields(given, parts)
+        if status == 204:
+            length = None
+        request = self.request
         keep_alive = self._decide_keep_alive(request, app_close)
         no_body = (request is not None and request.method == b"HEAD") or status in (204, 304)
         writer: BodyWriter
         if no_body:
-            writer = NoBodyWriter()
+            writer = _NO_BODY
             if length is not None and status != 204:
-                headers.append((b"Content-Length", b"%d" % length))
+                lines.append(b"Content-Length: %d\r\n" % length)
             elif status not in (204, 304) and request is not None and (
                 request.http_version == "1.1"
             ):
                 # HEAD gets the fields GET would (RFC 9110 §9.3.2): GET of a
                 # body of unknown length would be chunked.
-                headers.append((b"Transfer-Encoding", b"chunked"))
+                lines.append(_CHUNKED_LINE)
         elif length is not None:
             writer = LengthWriter(length)
-            headers.append((b"Content-Length", b"%d" % length))
+            lines.append(b"Content-Length: %d\r\n" % length)
         elif request is not None and request.http_version == "1.1":
-            writer = ChunkedWriter()
-            headers.append((b"Transfer-Encoding", b"chunked"))
+            writer = _CHUNKED
+            lines.append(_CHUNKED_LINE)
         else:
             writer = CloseDelimitedWriter()  # RFC 9112 §6.3 rule 8
             keep_alive = False
         if not keep_alive:
-            headers.append((b"Connection", b"close"))
+            lines.append(_CLOSE_LINE)
         elif request is not None and request.http_version == "1.0":
-            headers.append((b"Connection", b"keep-alive"))
-        head = render_head(status, event.reason, headers)  # raises before any state changes
+            lines.append(_KEEP_ALIVE_LINE)
+        parts += lines
+        parts.append(b"\r\n")
+        return b"".join(parts), writer, keep_alive
+
+    def _commit_head(self, writer: BodyWriter, keep_alive: bool) -> None:
         self._keep_alive = keep_alive
         self._writer = writer
-        self.close_delimited = isinstance(writer, CloseDelimitedWriter)
+        self.close_delimited = type(writer) is CloseDelimitedWriter
         self.response_state = ResponseState.BODY
-        return head
 
-    def _app_headers(self, given: Headers, status: int) -> tuple[Headers, int | None, bool]:
-        """Copy the application's fields, pulling out framing and Connection."""
-        headers: Headers = []
+    def _app_fields(self, given: Headers,
+                    parts: list[bytes]) -> tuple[list[bytes], int | None, bool]:
+        """Render the application's fields, pulling out framing and Connection.
+
+        ``Server`` and ``Date`` lines go to ``parts`` (after the status line)
+        unless the application gave its own; the rest is returned in order.
+        """
+        lines: list[bytes] = []
         length: int | None = None
-        app_close = False
-        has_date = has_server = False
-        for name, value in given:
-            lower = name.lower()
-            if lower in _FRAMING_FIELDS:
-                if lower == b"content-length":
-                    length = self._parse_length(value, length)
-                continue
-            if lower == b"connection":
-                app_close = app_close or b"close" in connection_tokens([value])
-                continue
-            has_date = has_date or lower == b"date"
-            has_server = has_server or lower == b"server"
-            headers.append((name, value))
-        if not has_date and (date := self._date()):
-            headers.insert(0, (b"Date", date))
+        app_close = has_date = has_server = False
+        cache = _FIELD_KINDS
+        for pair in given:
+            try:
+                known = cache.get(pair)
+            except TypeError:  # unhashable (a bytearray): classified, not cached
+                known = None
+            if known is None:
+                known = _classify_field(*pair)
+                if len(cache) < _FIELD_KINDS_MAX and len(pair[1]) <= _FIELD_CACHED_MAX:
+                    with contextlib.suppress(TypeError):
+                        cache[pair] = known
+            kind, line, size = known
+            if kind == _PLAIN:
+                lines.append(line)
+            elif kind == _LENGTH:
+                if length is not None and length != size:
+                    raise LocalProtocolError("conflicting Content-Length from the application")
+                length = size
+            elif kind == _CLOSE:
+                app_close = True
+            elif kind == _DATE:
+                has_date = True
+                lines.append(line)
+            elif kind == _SERVER:
+                has_server = True
+                lines.append(line)
         if not has_server and self._server_header:
-            headers.insert(0, (b"Server", self._server_header))
-        if status == 204:
-            length = None
-        return headers, length, app_close
-
-    @staticmethod
-    def _parse_length(value: bytes, previous: int | None) -> int:
-        stripped = value.strip()
-        if not stripped.isdigit():
-            raise LocalProtocolError("invalid Content-Length from the application")
-        length = int(stripped)
-        if previous is not None and previous != length:
-            raise LocalProtocolError("conflicting Content-Length from the application")
-        return length
+            parts.append(field_line(b"Server", self._server_header))
+        if not has_date and (date := self._date()):
+            parts.append(_date_line(date))
+        return lines, length, app_close
 
     def _decide_keep_alive(self, request: Request | None, app_close: bool) -> bool:
         if request is None or app_close or not self._allow_keep_alive:

@@ -28,7 +28,7 @@ from zmqhttp.errors import (
     URITooLong,
     VersionNotSupported,
 )
-from zmqhttp.http.events import Data, EndOfMessage, Headers, Request
+from zmqhttp.http.events import Data, EndOfMessage, Headers, Request, request_event
 from zmqhttp.http.fields import (
     connection_tokens,
     parse_transfer_coding,
@@ -49,6 +49,8 @@ _FRAMING_NAMES: Final = frozenset(
     {b"host", b"transfer-encoding", b"content-length", b"connection", b"expect", b"upgrade"}
 )
 _NONE: Final[list[bytes]] = []
+_NONE_HEADERS: Final[Headers] = []  # shared and never appended to
+_NO_SPECIAL: Final[dict[bytes, list[bytes]]] = {}  # likewise
 _END: Final = EndOfMessage()
 
 
@@ -86,7 +88,7 @@ class RequestReader:
         self._section_raw = 0
         self._holding = False
         self._upgrade_pending = False
-        self._held: list[bytes] = []
+        self._held: list[bytes | memoryview] = []
         self._held_bytes = 0
         self._reset_message()
 
@@ -105,12 +107,16 @@ class RequestReader:
         if self._holding:
             self._hold(data)
             return
+        if len(data) <= _FEED_SLICE:
+            self._feed_slice(data)
+            return
+        view = memoryview(data)  # slices without copies (httptools takes buffers)
         for start in range(0, len(data), _FEED_SLICE):
             if self._broken:
                 return
-            self._feed_slice(data[start : start + _FEED_SLICE])
+            self._feed_slice(view[start : start + _FEED_SLICE])
 
-    def _feed_slice(self, data: bytes) -> None:
+    def _feed_slice(self, data: bytes | memoryview) -> None:
         size = len(data)
         self._section_new = False
         if self._manual_body:
@@ -136,7 +142,7 @@ class RequestReader:
         if self._section_open and not self._broken:
             self._count_section(size)
 
-    def _hold(self, data: bytes) -> None:
+    def _hold(self, data: bytes | memoryview) -> None:
         self._held.append(data)
         self._held_bytes += len(data)
         if self._held_bytes > self._limits.max_pipeline_bytes:
@@ -200,24 +206,23 @@ class RequestReader:
 
     def _reset_message(self) -> None:
         self._in_message = False
-        self._url: list[bytes] = []
-        self._url_len = 0
+        self._url = b""  # almost always one piece: concatenation beats a join
         self._headers: Headers = []
-        self._trailers: Headers = []
+        self._trailers: Headers = _NONE_HEADERS  # replaced by a list on the first trailer
         self._special: dict[bytes, list[bytes]] = {}
         self._field_count = 0
         self._head_size = 0
         self._body_received = 0
         self._manual_body = 0
 
-    def _consume_manual_body(self, data: bytes) -> bytes:
+    def _consume_manual_body(self, data: bytes | memoryview) -> bytes | memoryview:
         """Body bytes of a request whose Upgrade we ignored (llhttp skipped it)."""
         if not self._manual_body:
             return data
         take = data[: self._manual_body]
         self._manual_body -= len(take)
         if take:
-            self._queue.append(Data(take))
+            self._queue.append(Data(bytes(take)))
         if not self._manual_body:
             self._in_message = False
             self._queue.append(EndOfMessage())
@@ -232,10 +237,9 @@ class RequestReader:
         self._open_section()
 
     def on_url(self, piece: bytes) -> None:
-        self._url.append(piece)
-        self._url_len += len(piece)
+        self._url += piece
         self._head_size += len(piece)  # the request line is part of the head
-        if self._url_len > self._limits.max_request_line:
+        if len(self._url) > self._limits.max_request_line:
             raise URITooLong("request-target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -255,6 +259,8 @@ class RequestReader:
             # only the leading OWS. (Also true for b"", which strips to itself.)
             value = value.rstrip(b" \t")
         if not self._in_head:
+            if self._trailers is _NONE_HEADERS:
+                self._trailers = []
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
@@ -287,6 +293,10 @@ class RequestReader:
         # The common case shares one immutable event.
         self._queue.append(EndOfMessage(self._trailers) if self._trailers else _END)
         self._in_message = False
+        # An idle keep-alive connection should not hold the last request's
+        # fields (the Request has them); on_message_begin makes new ones.
+        self._headers = _NONE_HEADERS
+        self._special = _NO_SPECIAL
 
     # -- the server's rules for a request head -------------------------------
 
@@ -300,42 +310,32 @@ class RequestReader:
             raise NotImplementedByServer("CONNECT is not supported")
         headers = self._headers
         special = self._special
-        target = b"".join(self._url)
+        target = self._url
         host, path, query = self._resolve_target(
             method, target, special.get(b"host", _NONE), version
         )
         content_length, chunked = self._framing(special, version)
-        upgrade = (
-            self._upgrade_token(special.get(b"upgrade", _NONE))
-            if parser.should_upgrade()
-            else None
-        )
-        if parser.should_upgrade() and (chunked or content_length):
-            if chunked:
-                raise NotImplementedByServer("chunked body with Upgrade not supported")
-            self._manual_body = content_length or 0
+        upgrade = None
+        if parser.should_upgrade():
+            upgrade = self._upgrade_token(special.get(b"upgrade", _NONE))
+            if chunked or content_length:
+                if chunked:
+                    raise NotImplementedByServer("chunked body with Upgrade not supported")
+                self._manual_body = content_length or 0
         self._upgrade_pending = upgrade is not None and not self._manual_body
         connection = special.get(b"connection")
-        tokens = connection_tokens(connection) if connection else set()
-        keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
-        expect = version == "1.1" and any(
-            v.strip(b" \t").lower() == b"100-continue" for v in special.get(b"expect", _NONE)
-        )
+        if connection:
+            tokens = connection_tokens(connection)
+            keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
+        else:
+            keep_alive = version == "1.1"
+        expects = special.get(b"expect")
+        expect = False
+        if expects and version == "1.1":
+            expect = any(v.strip(b" \t").lower() == b"100-continue" for v in expects)
         has_body = chunked or bool(content_length)
-        return Request(
-            method=method,
-            target=target,
-            path=path,
-            query=query,
-            headers=headers,
-            http_version=version,
-            host=host,
-            content_length=content_length,
-            chunked=chunked,
-            expect_continue=expect and has_body,
-            keep_alive=keep_alive,
-            upgrade=upgrade,
-        )
+        return request_event(method, target, path, query, headers, version, host,
+                             content_length, chunked, expect and has_body, keep_alive, upgrade)
 
     @staticmethod
     def _upgrade_token(values: list[bytes]) -> bytes | None:

@@ -21,8 +21,10 @@ __all__ = [
     "CloseDelimitedWriter",
     "LengthWriter",
     "NoBodyWriter",
+    "field_line",
     "reason_phrase",
     "render_head",
+    "status_line",
 ]
 
 _REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus} | {
@@ -42,16 +44,61 @@ _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
 _BAD_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-# Status lines by code, and field names already found to be tokens: apps send
-# the same few names again and again (bounded, so hostile names cannot grow it).
+# Status lines by code.
 _STATUS_LINES: Final = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase)
                         for code, phrase in _REASONS.items()}
-_GOOD_NAMES: set[bytes] = set()
-_GOOD_NAMES_MAX: Final = 1024
+# Checked and rendered field lines by (name, value): applications send the same
+# few fields again and again, and a regex search per field showed in profiles.
+# Bounded, and only for short lines: values that change every response
+# (cookies, request ids) simply stop being cached once it is full.
+_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_LINES_MAX: Final = 4096
+_LINE_CACHED_MAX: Final = 256
 
 
 def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"")
+
+
+def status_line(status: int, reason: bytes = b"") -> bytes:
+    """``HTTP/1.1 STATUS REASON CRLF``; always HTTP/1.1 (RFC 9110 §6.2).
+
+    Raises:
+        LocalProtocolError: an invalid status or reason phrase.
+    """
+    if not reason:
+        line = _STATUS_LINES.get(status)
+        if line is not None:
+            return line
+    if not 100 <= status <= 999:
+        raise LocalProtocolError(f"invalid status code {status}")
+    if not reason:
+        return b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+    if _BAD_REASON.search(reason) is not None:
+        raise LocalProtocolError(f"invalid reason phrase {reason!r}")
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+def field_line(name: bytes, value: bytes) -> bytes:
+    """``name: value CRLF``, checked: a token name, no CR, LF or NUL in the value.
+
+    Raises:
+        LocalProtocolError: an invalid field name or value.
+    """
+    pair = (name, value)
+    try:
+        line = _LINES.get(pair)
+    except TypeError:  # not bytes (a bytearray): checked below, never cached
+        line = None
+    if line is not None:
+        return line
+    if _TOKEN.match(name) is None or _BAD_VALUE.search(value) is not None:
+        raise LocalProtocolError(f"invalid response header {name!r}")
+    line = b"%s: %s\r\n" % pair
+    if (len(line) <= _LINE_CACHED_MAX and len(_LINES) < _LINES_MAX
+            and type(name) is bytes and type(value) is bytes):
+        _LINES[pair] = line
+    return line
 
 
 def render_head(status: int, reason: bytes, headers: Headers) -> bytes:
@@ -61,26 +108,8 @@ def render_head(status: int, reason: bytes, headers: Headers) -> bytes:
         LocalProtocolError: an invalid status, reason phrase, field name or
             field value.
     """
-    if not 100 <= status <= 999:
-        raise LocalProtocolError(f"invalid status code {status}")
-    if reason:
-        if _BAD_REASON.search(reason) is not None:
-            raise LocalProtocolError(f"invalid reason phrase {reason!r}")
-        status_line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-    else:
-        status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (
-            status, reason_phrase(status))
-    parts = [status_line]
-    good = _GOOD_NAMES
-    for name, value in headers:
-        if name not in good:
-            if _TOKEN.match(name) is None:
-                raise LocalProtocolError(f"invalid response header {name!r}")
-            if len(good) < _GOOD_NAMES_MAX:
-                good.add(name)
-        if _BAD_VALUE.search(value) is not None:
-            raise LocalProtocolError(f"invalid response header {name!r}")
-        parts.append(b"%s: %s\r\n" % (name, value))
+    parts = [status_line(status, reason)]
+    parts += [field_line(name, value) for name, value in headers]
     parts.append(b"\r\n")
     return b"".join(parts)
 

@@ -35,7 +35,12 @@ class RequestBody:
     def __init__(self, memory_limit: int, on_first_read: Callable[[], None] | None = None) -> None:
         self._memory_limit = memory_limit
         self._on_first_read = on_first_read
-        self._cond = threading.Condition(threading.Lock())
+        # A plain lock guards the state; the Condition (a Python object, and
+        # costly to build) is made only when a reader has to wait for bytes:
+        # ASGI readers never do, and most bodies are complete before the
+        # app reads them.
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
         self._chunks: deque[bytes] = deque()
         self._mem_bytes = 0
         self._file: IO[bytes] | None = None
@@ -50,32 +55,43 @@ class RequestBody:
     # -- loop side -------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        with self._cond:
+        with self._lock:
             self.received += len(data)
             if self._file is not None or self._mem_bytes + len(data) > self._memory_limit:
                 self._spill(data)
             else:
                 self._chunks.append(data)
                 self._mem_bytes += len(data)
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         if self.listener is not None:
             self.listener()
 
     def feed_eof(self) -> None:
-        with self._cond:
+        with self._lock:
             self._eof = True
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         if self.listener is not None:
             self.listener()
 
     def fail(self, error: BaseException) -> None:
         """The body will never complete (client gone, timeout): readers raise ``error``."""
-        with self._cond:
+        with self._lock:
             if not self._eof and self._error is None:  # the first cause wins
                 self._error = error
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         if self.listener is not None:
             self.listener()
+
+    def _wait(self) -> None:
+        """Reader side, with the lock held: sleep until the loop changes the state."""
+        cond = self._cond
+        if cond is None:
+            # Under the lock: a feeder that runs after this sees the Condition.
+            cond = self._cond = threading.Condition(self._lock)
+        cond.wait()
 
     @property
     def complete(self) -> bool:
@@ -101,13 +117,13 @@ class RequestBody:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
         if size == 0:
             return b""
-        with self._cond:
+        with self._lock:
             while not self._available():
                 if self._eof:
                     return b""
                 if self._error is not None:
                     raise self._error
-                self._cond.wait()
+                self._wait()
             return self._take(size)
 
     def read_nowait(self, size: int) -> bytes | None:
@@ -117,7 +133,7 @@ class RequestBody:
             ClientDisconnected (or the failure cause): the body cannot complete.
         """
         self._first_read()
-        with self._cond:
+        with self._lock:
             if self._available():
                 return self._take(size)
             if self._eof:
@@ -133,7 +149,7 @@ class RequestBody:
     @property
     def exhausted(self) -> bool:
         """Every byte of the body was received and read."""
-        with self._cond:
+        with self._lock:
             return self._eof and not self._available()
 
     def readline(self, size: int = -1) -> bytes:
@@ -153,13 +169,13 @@ class RequestBody:
     def _peek_line(self, limit: int) -> bytes:
         """Read up to and including a newline, at most ``limit`` bytes."""
         self._first_read()
-        with self._cond:
+        with self._lock:
             while not self._available():
                 if self._eof:
                     return b""
                 if self._error is not None:
                     raise self._error
-                self._cond.wait()
+                self._wait()
             if self._chunks:
                 head = self._chunks[0]
                 end = head.find(b"\n", 0, limit)
@@ -200,7 +216,7 @@ class RequestBody:
         return data
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._file is not None:
                 self._file.close()
                 self._file = None

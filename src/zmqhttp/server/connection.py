@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -74,6 +73,11 @@ class Deadline(enum.Enum):
     #: WebSocket: a ping went out; the pong must come before this.
     PONG = "pong"
 
+    # Members are singletons compared by identity. Enum's own __hash__ is
+    # Python code (the name's hash), and the timeout table is read twice a
+    # request: hash by identity instead.
+    __hash__ = object.__hash__
+
 
 class ConnectionOwner(Protocol):
     """What a connection needs from its server."""
@@ -107,6 +111,24 @@ class ConnectionOwner(Protocol):
 class Connection:
     """The server's state for one routing id."""
 
+    # Slots: thousands of idle keep-alive connections each cost one of these.
+    __slots__ = (
+        "_close_promptly",
+        "_out",
+        "_out_bytes",
+        "_ping_sent",
+        "closed",
+        "cycle",
+        "deadline",
+        "deadline_kind",
+        "http",
+        "lingering",
+        "owner",
+        "peer",
+        "rid",
+        "ws",
+    )
+
     def __init__(self, owner: ConnectionOwner, rid: bytes, peer: str) -> None:
         self.owner = owner
         self.rid = rid
@@ -117,7 +139,9 @@ class Connection:
             date=owner.date if config.date_header else (lambda: b""),
             server_header=config.server_header.encode("latin-1"),
         )
-        self._out: deque[bytes | memoryview] = deque()
+        # A list, not a deque (a deque's first block alone is 600 bytes);
+        # flush() takes pieces from its front in slices.
+        self._out: list[bytes | memoryview] = []
         self._out_bytes = 0
         self.cycle: RequestCycle | None = None
         #: Set once a WebSocket handshake was accepted; HTTP is over then.
@@ -152,28 +176,30 @@ class Connection:
     # -- request side -------------------------------------------------------------
 
     def _process(self) -> None:
-        http = self.http
+        next_event = self.http.next_event
         while True:
             try:
-                event = http.next_event()
+                event = next_event()
             except ProtocolError as error:
                 self._protocol_error(error)
                 return
             kind = type(event)
-            if kind is Data:
+            if kind is Request:
+                assert isinstance(event, Request)
+                self._start_cycle(event)
+            elif kind is EndOfMessage:
+                cycle = self.cycle
+                if cycle is not None:
+                    cycle.body.feed_eof()
+                if self.deadline_kind is Deadline.BODY:
+                    self.deadline = None  # the body is complete: no body timeout
+            elif kind is Data:
                 assert isinstance(event, Data) and self.cycle is not None
                 self.cycle.body.feed(event.data)
                 # Also when the client did not wait for 100 (RFC 9110 §10.1.1).
                 self._set_deadline(Deadline.BODY)
-            elif kind is Request:
-                assert isinstance(event, Request)
-                self._start_cycle(event)
-            elif kind is EndOfMessage:
-                if self.cycle is not None:
-                    self.cycle.body.feed_eof()
-                self._clear_deadline_if(Deadline.BODY)
             elif event is NEED_DATA:
-                if http.must_close:
+                if self.http.must_close:
                     self._close_when_flushed()
                 return
             elif event is PAUSED:
@@ -191,6 +217,7 @@ class Connection:
             body: RequestBody = RequestBody(config.body_buffer, on_first_read)
         else:
             body = NoBody()
+        clock = owner.clock
         cycle = RequestCycle(
             self,
             request,
@@ -200,15 +227,15 @@ class Connection:
             server=owner.server_address,
             scheme=config.url_scheme,
             root_path=config.root_path,
-            started=owner.clock.wall(),
-            started_mono=owner.clock.monotonic(),
+            started=clock.wall(),
+            started_mono=clock.monotonic(),
         )
         self.cycle = cycle
         if has_body and not request.expect_continue:
             self._set_deadline(Deadline.BODY)
         else:
             self.deadline = None  # the app has the request; it sets the pace
-        if request.upgrade == b"websocket" and hasattr(owner.adapter, "handle_websocket"):
+        if request.upgrade is not None and hasattr(owner.adapter, "handle_websocket"):
             try:
                 cycle.websocket_key = check_handshake(request)
             except ProtocolError as error:
@@ -281,14 +308,18 @@ class Connection:
         except LocalProtocolError as error:
             self._app_error(cycle, error)
             return
+        self._queue(tail)
+        self._response_ended(cycle)
+
+    def _response_ended(self, cycle: RequestCycle) -> None:
+        http = self.http
         # Prompt when the body ends with our close, or when the request was
         # read whole (no unread input: no RST) and the response is small.
-        self._close_promptly = self.http.close_delimited or (
+        self._close_promptly = http.close_delimited or (
             cycle.body.complete and cycle.bytes_sent <= _PROMPT_CLOSE_MAX
         )
-        self._queue(tail)
         self._finish_cycle(cycle)
-        if self.http.must_close:
+        if http.must_close:
             self._close_when_flushed()
         else:
             self._set_deadline(Deadline.KEEP_ALIVE)
@@ -296,6 +327,25 @@ class Connection:
 
     def respond(self, cycle: RequestCycle, status: int, headers: Headers, body: bytes,
                 reserved: int = 0) -> None:
+        if cycle is not self.cycle or self.closed:
+            cycle.flow_update(reserved, 0)
+            return
+        try:
+            # Head, body and end framed in one call: most responses are whole.
+            data = self.http.respond(status, headers, body)
+        except LocalProtocolError:
+            # Nothing changed: event by event gives the usual error handling
+            # (a 500 for a bad head; head, body, then close for a bad length).
+            self._respond_stepwise(cycle, status, headers, body, reserved)
+            return
+        cycle.status = status
+        cycle.response_headers = headers
+        cycle.bytes_sent += len(body)
+        self._queue(data, reserved)
+        self._response_ended(cycle)
+
+    def _respond_stepwise(self, cycle: RequestCycle, status: int, headers: Headers,
+                          body: bytes, reserved: int) -> None:
         self.start_response(cycle, status, headers)
         if cycle.response_started:
             self.send_data(cycle, body, reserved)
@@ -351,24 +401,31 @@ class Connection:
         """Hand queued output to libzmq until done or its pipe is full."""
         out = self._out
         transport = self.owner.transport
+        rid = self.rid
         while out and not self.closed:
-            data = out.popleft()
-            if len(data) > _JOIN_LIMIT:
+            data = out[0]
+            size = len(data)
+            if size > _JOIN_LIMIT:
                 # SNDHWM counts messages: frames of at most _JOIN_LIMIT keep
                 # libzmq's share of a stuck connection at SNDHWM x 64 KiB.
                 view = memoryview(data)
-                out.appendleft(view[_JOIN_LIMIT:])
-                data = view[:_JOIN_LIMIT]
-            else:
-                while (out and isinstance(data, bytes) and isinstance(out[0], bytes)
-                       and len(data) + len(out[0]) <= _JOIN_LIMIT):
-                    data += out.popleft()
-            result = transport.send(self.rid, data)
+                out[0:1] = [view[:_JOIN_LIMIT], view[_JOIN_LIMIT:]]
+                continue
+            # Join the leading pieces that fit in one message.
+            taken = 1
+            count = len(out)
+            while taken < count and size + len(out[taken]) <= _JOIN_LIMIT:
+                size += len(out[taken])
+                taken += 1
+            if taken > 1:
+                data = b"".join(out[:taken])
+            result = transport.send(rid, data)
             if result is SendResult.FULL:
-                out.appendleft(data)
+                out[:taken] = [data]  # joined once, not again on the retry
                 self.owner.retry_later(self)
                 break
-            self._out_bytes -= len(data)
+            del out[:taken]
+            self._out_bytes -= size
             if result is SendResult.GONE:
                 self._teardown(ClientDisconnected("client disconnected"))
                 return
@@ -462,10 +519,6 @@ class Connection:
             timeout = self.owner.timeouts[kind]
         self.deadline_kind = kind
         self.deadline = self.owner.clock.monotonic() + timeout
-
-    def _clear_deadline_if(self, kind: Deadline) -> None:
-        if self.deadline_kind is kind:
-            self.deadline = None
 
     def deadline_passed(self) -> None:
         """Called by the server's sweep when :attr:`deadline` is in the past."""

@@ -26,6 +26,8 @@ __all__ = ["AppAdapter", "RequestCycle"]
 
 # Guards the lazy creation of a cycle's FlowControl (rare, short).
 _FLOW_LOCK = threading.Lock()
+# Until a response starts; replaced, never appended to.
+_NO_HEADERS: Headers = []
 
 
 class AppAdapter(Protocol):
@@ -112,7 +114,7 @@ class RequestCycle:
         self._flow_closed = False
         self._high_water = high_water
         self._queued = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None  # async producers, if any
         #: The Sec-WebSocket-Key of a checked WebSocket handshake.
         self.websocket_key = b""
         self.client = client
@@ -122,7 +124,7 @@ class RequestCycle:
         self.started = started
         self.started_mono = started_mono
         self.status: int | None = None
-        self.response_headers: Headers = []
+        self.response_headers: Headers = _NO_HEADERS
         self.bytes_sent = 0
         #: Called once by :meth:`app_done`; set by hosts that must know when
         #: the application returned (any thread may call it).
@@ -134,9 +136,11 @@ class RequestCycle:
         """Pacing for streamed response bytes (thread-safe)."""
         flow = self._flow
         if flow is None:
-            with _FLOW_LOCK:
+            with _FLOW_LOCK:  # one FlowControl even if two threads get here
                 if self._flow is None:
                     self._flow = FlowControl(self._high_water, self._high_water // 4)
+                    # After publishing it (close_flow reads _flow after setting
+                    # _flow_closed): one of the two sides sees the other.
                     if self._flow_closed:
                         self._flow.close()
                 flow = self._flow
@@ -147,7 +151,7 @@ class RequestCycle:
         self._queued = queued
         if self._flow is not None:
             self._flow.update(arrived, queued)
-        if self._waiters and queued <= self._high_water // 4:
+        if self._waiters and queued <= self._high_water >> 2:
             self._wake_waiters()
 
     def output_waiter(self) -> asyncio.Future[None] | None:
@@ -157,23 +161,28 @@ class RequestCycle:
         if self._flow_closed or self._queued <= self._high_water:
             return None
         waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         return waiter
 
     def _wake_waiters(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
     def close_flow(self) -> None:
         """Loop side: wake and stop every producer for good."""
-        with _FLOW_LOCK:
-            self._flow_closed = True
-            flow = self._flow
+        # No lock (this runs once per request): the flag is set before _flow
+        # is read, and the property publishes _flow before reading the flag,
+        # so under the GIL's sequential consistency at least one side closes it.
+        self._flow_closed = True
+        flow = self._flow
         if flow is not None:
             flow.close()
-        self._wake_waiters()
+        if self._waiters:
+            self._wake_waiters()
 
     @property
     def response_started(self) -> bool:

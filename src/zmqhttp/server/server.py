@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -25,6 +25,9 @@ from zmqhttp.server.connection import Connection, Deadline
 from zmqhttp.server.cycle import AppAdapter, RequestCycle
 from zmqhttp.server.threads import LoopInbox
 from zmqhttp.transport.stream import StreamTransport, format_endpoint
+
+if TYPE_CHECKING:
+    from zmqhttp.observability.exporter import MetricsExporter, RequestMetrics
 
 __all__ = ["Server"]
 
@@ -47,6 +50,15 @@ _REJECT_HEADROOM = 1024
 _PORT_GROUP_SETTLE = 0.2
 
 
+def _connection_failed(conn: Connection) -> None:
+    """In an ``except`` block: log the bug and close that connection only."""
+    log.exception("internal error on a connection from %s", conn.peer)
+    try:
+        conn.close()
+    except Exception:  # pragma: no cover - closing is best effort here
+        log.exception("could not close the connection from %s", conn.peer)
+
+
 class Server:
     """An HTTP/1.1 server for one application.
 
@@ -61,6 +73,9 @@ class Server:
     Use ``await server.start()`` then ``await server.stop()`` from asyncio, or
     ``async with Server(app) as server:``.
     """
+
+    #: The startup log line per address; tools wait for "Listening on".
+    listening_message = "Listening on %s"
 
     def __init__(
         self,
@@ -104,8 +119,13 @@ class Server:
         self._closed: asyncio.Event | None = None
         self._empty: asyncio.Event | None = None
         self._access = AccessLogger(self.config.access_log_format, self.config.access_log)
+        self._access_off = not self.config.access_log
         self.endpoints: list[str] = []
         self.server_address: tuple[str, int] = ("", 0)
+        #: With ``config.metrics_bind``: the metrics listener, and the request
+        #: metrics :meth:`log_access` feeds.
+        self.exporter: MetricsExporter | None = None
+        self.metrics: RequestMetrics | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -141,6 +161,7 @@ class Server:
             rcvhwm=config.rcvhwm,
             send_timeout=config.timeout_send,
             ipv6=ipv6,
+            backlog=config.backlog,
         )
         bind = transport.bind_reuseport if config.reuse_port else transport.bind
         try:
@@ -155,8 +176,14 @@ class Server:
         self.server_address = (binds[0][0], int(self.endpoints[0].rsplit(":", 1)[1]))
         loop.add_reader(transport.fd, self._on_readable)
         self._sweep_handle = loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        if config.metrics_bind:
+            try:
+                await self._start_exporter()
+            except BaseException:  # e.g. its port is taken: start fails as a whole
+                self._close_now()
+                raise
         for endpoint in self.endpoints:
-            log.info("Listening on %s", endpoint)
+            log.info(self.listening_message, endpoint)
         self._on_readable()
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -180,6 +207,11 @@ class Server:
             if self._transport is None:  # close() meanwhile
                 return
         self._shutting_down = True
+        # An adapter that holds requests of its own (the fabric gateway's
+        # queue) may want to answer them now rather than at their deadline.
+        draining = getattr(self._adapter, "draining", None)
+        if draining is not None:
+            draining()
         for conn in list(self._conns.values()):
             conn.shutdown()
         self._check_empty()
@@ -229,6 +261,8 @@ class Server:
         transport.close()
         if self._adapter is not None:
             self._adapter.close()
+        if self.exporter is not None:
+            self.exporter.close()  # before the context it shares is terminated
         if self._own_context and self._context is not None:
             self._context.term()
         if self._closed is not None:
@@ -250,6 +284,16 @@ class Server:
     def closed(self) -> bool:
         """True once the server stopped (gracefully or not)."""
         return self._closed is not None and self._closed.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop began (graceful or not)."""
+        return self._stop_started or self._shutting_down
+
+    @property
+    def active_requests(self) -> int:
+        """Requests received and not yet answered (counted: for metrics scrapes)."""
+        return sum(1 for conn in self._conns.values() if conn.cycle is not None)
 
     @property
     def connection_count(self) -> int:
@@ -289,7 +333,10 @@ class Server:
     def data_received(self, rid: bytes, data: bytes) -> None:
         conn = self._conns.get(rid)
         if conn is not None:
-            self._guarded(conn, conn.data_received, data)
+            try:  # _guarded, inlined: this runs for every message
+                conn.data_received(data)
+            except Exception:
+                _connection_failed(conn)
 
     @staticmethod
     def _guarded(conn: Connection, method: Callable[..., None], *args: Any) -> None:
@@ -301,11 +348,7 @@ class Server:
         try:
             method(*args)
         except Exception:
-            log.exception("internal error on a connection from %s", conn.peer)
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover - closing is best effort here
-                log.exception("could not close the connection from %s", conn.peer)
+            _connection_failed(conn)
 
     def connection_lost(self, rid: bytes) -> None:
         conn = self._conns.get(rid)
@@ -327,7 +370,15 @@ class Server:
         dirty, self._dirty = self._dirty, {}
         for conn in dirty:
             self._guarded(conn, conn.flush)
-        # A send may have consumed the FD's edge: look again (pyzmq zmqstream).
+        self._recheck_input()
+
+    def _recheck_input(self) -> None:
+        """After sending outside ``_on_readable``: a send may have consumed the FD's edge.
+
+        libzmq's ZMQ_FD is edge-triggered and any operation on the socket (a
+        send included) can reset it, so input that arrived meanwhile would sit
+        unread until some other event (pyzmq's zmqstream does the same check).
+        """
         transport = self._transport
         if transport is not None and transport.has_input() and self._loop is not None:
             self._loop.call_soon(self._on_readable)
@@ -343,6 +394,7 @@ class Server:
         self._retry_blocked()
         if not self._blocked:
             self._retry_delay = _RETRY_FIRST
+        self._recheck_input()
 
     def _retry_blocked(self) -> None:
         blocked, self._blocked = self._blocked, {}
@@ -362,7 +414,21 @@ class Server:
             self._empty.set()
 
     def log_access(self, cycle: RequestCycle) -> None:
-        self._access.log(cycle, self.clock.monotonic())
+        if self._access_off and self.metrics is None:
+            return  # --no-access-log: not even a clock read
+        now = self.clock.monotonic()
+        self._access.log(cycle, now)
+        if self.metrics is not None:
+            self.metrics.request_done(cycle, now)
+
+    async def _start_exporter(self) -> None:
+        from zmqhttp.observability.exporter import MetricsExporter
+
+        assert self._context is not None
+        exporter = MetricsExporter(self, self._context)
+        await exporter.start()
+        self.exporter = exporter
+        self.metrics = exporter.requests
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         inbox = self._inbox
@@ -379,6 +445,7 @@ class Server:
                 if deadline is not None and deadline <= now:
                     self._guarded(conn, conn.deadline_passed)
             self._flush_dirty()
+            self._recheck_input()  # closing peers sent frames too
         finally:  # a failing connection must never stop every other timeout
             if self._transport is not None and self._loop is not None:
                 self._sweep_handle = self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
