@@ -235,6 +235,15 @@ def test_options_asterisk_is_accepted(split: Split) -> None:
     ]
 
 
+@all_splits()
+def test_a_later_minor_version_is_handled_as_1_1(split: Split) -> None:
+    """RFC 9110 §2.5: HTTP/1.2 SHOULD be processed as the highest 1.x we conform to."""
+    data = b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"
+    events = feed(ServerConnection(), split.apply(data))
+    assert events == [Request(b"GET", b"/", b"/", b"", [(b"host", b"a")], "1.1", b"a"),
+                      EndOfMessage()]
+
+
 def test_fragment_is_dropped_from_path() -> None:
     (req, _eom) = feed(ServerConnection(), [get(b"/a?b=c#frag")])
     assert isinstance(req, Request)
@@ -252,6 +261,11 @@ ERRORS = [
     pytest.param(b"GET / HTTP/1.1\r\nHost a\r\n\r\n", BadRequest, id="field-no-colon"),
     pytest.param(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported, id="http-2.0"),
     pytest.param(b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", VersionNotSupported, id="http-0.9"),
+    pytest.param(b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", VersionNotSupported, id="http-3.0"),
+    pytest.param(b"GET / HTTP/9.9\r\nHost: a\r\n\r\n", VersionNotSupported, id="http-9.9"),
+    pytest.param(b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", BadRequest, id="two-digit-minor"),
+    pytest.param(b"GET / HTTP/11.1\r\nHost: a\r\n\r\n", BadRequest, id="two-digit-major"),
+    pytest.param(b"GET / HTTP/1.x\r\nHost: a\r\n\r\n", BadRequest, id="letter-minor"),
     pytest.param(
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         BadRequest,

@@ -78,6 +78,11 @@ class RequestReader:
         self._limits = limits
         self._queue = queue
         self._parser: Any = httptools.HttpRequestParser(self)
+        # llhttp's strict mode knows only 0.9, 1.x and 2.0 and calls any other
+        # well-formed DIGIT.DIGIT version a syntax error (400). Letting it
+        # through puts the decision here (RFC 9110 §2.5): 1.x as 1.1, the rest 505.
+        # The version's grammar is still llhttp's (one digit each side).
+        self._parser.set_dangerous_leniencies(lenient_version=True)
         self._broken = False
         self._in_head = False
         #: In a head or trailer section, whose field lines httptools buffers.
@@ -304,7 +309,7 @@ class RequestReader:
         parser = self._parser
         version: str = parser.get_http_version()
         if version not in ("1.1", "1.0"):
-            raise VersionNotSupported(f"HTTP/{version} not supported")
+            version = _supported_version(version)
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise NotImplementedByServer("CONNECT is not supported")
@@ -395,3 +400,17 @@ class RequestReader:
         if length > self._limits.max_body:
             raise ContentTooLarge("declared request body too large")
         return length, False
+
+
+def _supported_version(version: str) -> str:
+    """A version other than 1.0/1.1: a later 1.x is handled as 1.1, others refused.
+
+    RFC 9110 §2.5: a recipient SHOULD process a higher minor version as the
+    highest minor version it conforms to; a different major version gets 505.
+
+    Raises:
+        VersionNotSupported: HTTP/0.x or HTTP/2.0 and above over HTTP/1 framing.
+    """
+    if version.startswith("1."):
+        return "1.1"
+    raise VersionNotSupported(f"HTTP/{version} not supported")
