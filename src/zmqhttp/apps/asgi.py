@@ -43,6 +43,10 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 _RECEIVE_CHUNK = 256 * 1024
 _ERROR_BODY = b"Internal Server Error\n"
 _DISCONNECT: Message = {"type": "http.disconnect"}
+_NO_HEADERS: Headers = []  # until http.response.start; replaced, never extended
+_NO_FACTORY = object()
+_PERCENT = ord("%")
+_Task = asyncio.Task
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH",
                                     b"OPTIONS")}
 
@@ -61,7 +65,9 @@ def build_scope(cycle: RequestCycle, state: dict[str, Any]) -> Scope:
     """The ASGI ``http`` scope for ``cycle`` (ASGI spec 2.4)."""
     request = cycle.request
     raw_path = request.path
-    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace")
+    # ``_PERCENT in`` (an int) is a memchr; ``b"%" in`` costs six times more.
+    path = (unquote_to_bytes(raw_path) if _PERCENT in raw_path else raw_path).decode(
+        "utf-8", "replace")
     root_path = cycle.root_path
     if root_path and not (path == root_path or path.startswith(root_path + "/")):
         # A proxy that strips the prefix: the app still sees its full path.
@@ -80,7 +86,7 @@ def build_scope(cycle: RequestCycle, state: dict[str, Any]) -> Scope:
         "headers": request.headers,
         "client": cycle.client,
         "server": cycle.server,
-        "state": dict(state),
+        "state": {**state},
     }
 
 
@@ -95,6 +101,14 @@ class _Phase(enum.Enum):
     DONE = "DONE"
 
 
+# Module constants: reading a member off the Enum class costs several times a
+# global load, and the exchange checks its phase a dozen times a request.
+_START = _Phase.START
+_HEAD = _Phase.HEAD
+_BODY = _Phase.BODY
+_DONE = _Phase.DONE
+
+
 class _Exchange:
     """One request/response between the server and the app."""
 
@@ -103,13 +117,13 @@ class _Exchange:
     def __init__(self, cycle: RequestCycle, scope: Scope) -> None:
         self.cycle = cycle
         self.scope = scope
-        self.phase = _Phase.START
+        self.phase = _START
         self._status = 200
-        self._headers: Headers = []
+        self._headers: Headers = _NO_HEADERS
         self._body_done = False
-        # Created when receive() first has to wait: most apps never do.
+        # Created, and hooked to the body as its listener, when receive() first
+        # has to wait: most apps never do.
         self._wakeup: asyncio.Event | None = None
-        cycle.body.listener = self._wake
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -119,7 +133,7 @@ class _Exchange:
     def gone(self) -> bool:
         """The client left, or the server ended the exchange (a timeout, a framing error)."""
         cycle = self.cycle
-        return cycle.disconnected or (cycle.finished and self.phase is not _Phase.DONE)
+        return cycle.disconnected or (cycle.finished and self.phase is not _DONE)
 
     async def run(self, app: ASGIApp,
                   running: dict[_Exchange, asyncio.Task[None]] | None = None) -> None:
@@ -137,83 +151,88 @@ class _Exchange:
                           exc_info=exc)
             self._fail()
         else:
-            if self.phase is not _Phase.DONE and not self.gone:
+            if self.phase is not _DONE and not self.gone:
                 log.error("ASGI callable returned without completing the response")
                 self._fail()
         finally:
-            self.cycle.body.listener = None
+            if self._wakeup is not None:
+                self.cycle.body.listener = None
             if running is not None:
                 # Instead of a done callback: one call_soon and Handle less a request.
                 running.pop(self, None)
-            self.cycle.app_done()
+            cycle = self.cycle
+            if cycle.on_app_done is not None:  # a host waits for it (the fabric)
+                cycle.app_done()
 
     def _fail(self) -> None:
         """500 if nothing was sent yet, else close: the response cannot be trusted."""
         cycle = self.cycle
         if self.gone:
-            self.phase = _Phase.DONE
-        elif self.phase in (_Phase.START, _Phase.HEAD):
+            self.phase = _DONE
+        elif self.phase is _START or self.phase is _HEAD:
             headers: Headers = [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", b"%d" % len(_ERROR_BODY))]
-            self.phase = _Phase.DONE
+            self.phase = _DONE
             cycle.respond(500, headers, _ERROR_BODY)
-        elif self.phase is _Phase.BODY:
-            self.phase = _Phase.DONE
+        elif self.phase is _BODY:
+            self.phase = _DONE
             cycle.abort()
 
     # -- receive -----------------------------------------------------------------
 
     async def receive(self) -> Message:
+        cycle = self.cycle
         while True:
             # After the response, even an unread body is over (ASGI spec 2.4).
-            if self.phase is _Phase.DONE or self.gone:
+            # (``gone``, inlined: this runs once or more a request.)
+            phase = self.phase
+            if phase is _DONE or cycle.disconnected or cycle.finished:
                 return _DISCONNECT
             if not self._body_done:
-                message = self._read_body()
-                if message is not None:
-                    return message
+                body = cycle.body
+                try:
+                    data = body.read_nowait(_RECEIVE_CHUNK)  # the first call may send 100
+                except Exception:
+                    return _DISCONNECT  # client gone or body timed out
+                if data is not None:
+                    more = bool(data) and not body.exhausted
+                    if not more:
+                        self._body_done = True
+                    return {"type": "http.request", "body": data, "more_body": more}
             wakeup = self._wakeup
             if wakeup is None:
                 wakeup = self._wakeup = asyncio.Event()
+                # Body bytes, their end and a disconnect all arrive on the loop,
+                # never between the read above and this.
+                cycle.body.listener = self._wake
             else:
                 wakeup.clear()
             await wakeup.wait()
 
-    def _read_body(self) -> Message | None:
-        body = self.cycle.body
-        try:
-            data = body.read_nowait(_RECEIVE_CHUNK)  # the first call may send 100
-        except Exception:
-            return _DISCONNECT  # client gone or body timed out
-        if data is None:
-            return None
-        more = bool(data) and not body.exhausted
-        if not more:
-            self._body_done = True
-        return {"type": "http.request", "body": data, "more_body": more}
-
     # -- send --------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        kind = message.get("type")
-        if self.gone:
+        cycle = self.cycle
+        phase = self.phase
+        # ``gone``, inlined: this runs twice or more a request.
+        if cycle.disconnected or (cycle.finished and phase is not _DONE):
             # ASGI spec 2.4: an OSError, so that a streaming app stops producing
             # (Starlette's StreamingResponse relies on it instead of receive()).
             raise ClientDisconnected("client disconnected")
-        phase = self.phase
-        if phase is _Phase.START and kind == "http.response.start":
-            self._start(message)
-        elif phase in (_Phase.HEAD, _Phase.BODY) and kind == "http.response.body":
+        kind = message.get("type")
+        if kind == "http.response.body" and (phase is _HEAD or phase is _BODY):
             self._body(message)
-            waiter = self.cycle.output_waiter()
+            waiter = cycle.output_waiter()
             if waiter is not None:
                 await waiter
+        elif kind == "http.response.start" and phase is _START:
+            self._start(message)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in state {phase.name}")
 
     def _start(self, message: Message) -> None:
         status = message.get("status")
-        if not isinstance(status, int):
+        if type(status) is not int and not isinstance(status, int):
             raise LocalProtocolError(f"invalid ASGI status {status!r}")
         try:
             self._headers = [(bytes(name), bytes(value)) for name, value in
@@ -221,30 +240,36 @@ class _Exchange:
         except (TypeError, ValueError):
             raise LocalProtocolError("ASGI headers must be pairs of bytes") from None
         self._status = status
-        self.phase = _Phase.HEAD
+        self.phase = _HEAD
 
     def _body(self, message: Message) -> None:
-        data = bytes(message.get("body", b""))
-        more = bool(message.get("more_body", False))
+        data = message.get("body", b"")
+        if type(data) is not bytes:
+            data = bytes(data)
+        more = message.get("more_body", False)
         cycle = self.cycle
-        if self.phase is _Phase.HEAD:
+        if self.phase is _HEAD:
             if not more:
-                self.phase = _Phase.DONE
+                self.phase = _DONE
                 cycle.respond(self._status, self._with_length(data), data)
-                self._wake()
+                if self._wakeup is not None:
+                    self._wakeup.set()
                 return
-            self.phase = _Phase.BODY
+            self.phase = _BODY
             cycle.start_response(self._status, self._headers)
         if data:
             cycle.send_data(data)
         if not more:
-            self.phase = _Phase.DONE
+            self.phase = _DONE
             cycle.end_response()
-            self._wake()
+            if self._wakeup is not None:
+                self._wakeup.set()
 
     def _with_length(self, body: bytes) -> Headers:
         headers = self._headers  # our own copy (_start): extended in place
-        if self._status in (204, 304) or (not body and self.cycle.request.method == b"HEAD"):
+        status = self._status
+        if status == 204 or status == 304 or (
+                not body and self.cycle.request.method == b"HEAD"):
             return headers
         for name, _ in headers:
             lower = name.lower()
@@ -273,7 +298,14 @@ class ASGIAdapter:
         exchange = _Exchange(cycle, build_scope(cycle, self.state))
         # The exchange leaves self._running itself when it ends (see run).
         running = self._running
-        task = asyncio.get_running_loop().create_task(exchange.run(self.app, running))
+        loop = asyncio.get_running_loop()
+        coro = exchange.run(self.app, running)
+        if getattr(loop, "_task_factory", _NO_FACTORY) is None:
+            # What BaseEventLoop.create_task does without a task factory, less
+            # two Python calls (create_task, _check_closed: the loop runs).
+            task: asyncio.Task[None] = _Task(coro, loop=loop)
+        else:  # another loop (uvloop), or a task factory (eager tasks)
+            task = loop.create_task(coro)
         if not task.done():  # an eager task factory may have run it to the end
             running[exchange] = task
 
