@@ -99,6 +99,18 @@ def pid_of_response(port: int, path: str = "/", timeout: float = 5) -> int:
         conn.close()
 
 
+def _accept_queue_reset(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionResetError)
+
+
+def tcp_migrate_req() -> bool:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as setting:
+            return setting.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def spread(port: int, count: int = 60) -> Counter[int]:
     """Which worker answered each of ``count`` fresh connections."""
     return Counter(pid_of_response(port) for _ in range(count))
@@ -173,7 +185,11 @@ def test_sighup_rolls_workers_without_a_failed_request(procs: list[Proc], app_di
         done.set()
         client.join(20)
     after = set(children(proc.popen.pid))
-    assert failures == []
+    assert [f for f in failures if not _accept_queue_reset(f)] == []
+    # docs/deployment.md: a connection still in the old socket's accept queue at
+    # the instant it leaves the SO_REUSEPORT group is reset by the kernel unless
+    # net.ipv4.tcp_migrate_req=1 (Linux 5.14+) moves it; the window is microseconds.
+    assert len(failures) <= (0 if tcp_migrate_req() else 1), failures
     assert len(after) == 2 and after.isdisjoint(before)
     assert before <= set(answered) and after <= set(answered)  # the load saw the roll
     os.kill(proc.popen.pid, signal.SIGTERM)

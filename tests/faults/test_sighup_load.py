@@ -22,7 +22,7 @@ import pytest
 from faultkit import Load, managed, start, summary
 
 from test_cli import free_port
-from test_cli_workers import children, wait_for_count
+from test_cli_workers import children, tcp_migrate_req, wait_for_count
 
 COMMANDS = {
     "serve-workers": ["serve", "faultapp:app", "--workers", "2"],
@@ -61,8 +61,15 @@ def test_sighup_under_load_fails_no_request(tmp_path: Path, kind: str) -> None:
         print(f"\n{kind}: {summary(outcomes)}")
         assert len(after) == 2 and after.isdisjoint(before)
         failed = [o for o in outcomes if o.status != 200]
-        assert failed == [], summary(outcomes)
+        # docs/deployment.md: with SO_REUSEPORT (serve --workers) a fresh connection
+        # still in the old socket's accept queue when it leaves the group is reset
+        # by the kernel unless net.ipv4.tcp_migrate_req=1; a microsecond window.
+        resets = [o for o in failed if kind == "serve-workers" and not tcp_migrate_req()
+                  and (o.error or "").startswith("ConnectionResetError")]
+        assert len(resets) <= 1 and [o for o in failed if o not in resets] == [], \
+            summary(outcomes)
         served_by = {int(o.body) for o in outcomes if o.body.isdigit()}
         assert before <= served_by and after <= served_by  # the load saw the roll
         os.kill(proc.popen.pid, signal.SIGTERM)
         assert proc.wait(timeout=40) == 0
+
