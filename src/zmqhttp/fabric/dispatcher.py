@@ -433,7 +433,7 @@ class FabricAdapter:
                     and not job.end_sent and not job.cycle.disconnected):
                 # The worker never received the request: whatever its method,
                 # sending it to another worker cannot run it twice.
-                self._requeue(job)
+                self._retry(job, counted=False)
             elif (not job.retried and not job.head_received and job.body_sent == 0
                     and not job.end_sent and job.cycle.request.method in _IDEMPOTENT
                     and not job.cycle.disconnected):
@@ -441,11 +441,9 @@ class FabricAdapter:
             else:
                 self._relay.fail(job, WorkerLost("worker lost"))
 
-    def _requeue(self, job: Job) -> None:
-        log.info("request %d never reached its worker; queued again", job.id)
-        self._retry(job, counted=False)
-
     def _retry(self, job: Job, counted: bool = True) -> None:
+        """Queue ``job``'s request again, first in line; ``counted``: its one retry
+        (False when its worker never received it, so it cannot have run)."""
         job.state = JobState.DONE
         self._jobs.pop(job.id, None)
         now = self.clock.monotonic()
@@ -456,7 +454,8 @@ class FabricAdapter:
         self._jobs[again.id] = again
         relay = self._relay
         job.cycle.body.listener = lambda: relay.body_event(again)
-        log.info("retrying request %d as %d", job.id, again.id)
+        log.info("%s request %d as %d", "retrying" if counted else
+                 "re-queueing (it never reached its worker)", job.id, again.id)
         self._enqueue(again, front=True)
 
     # -- timers ------------------------------------------------------------------------------
