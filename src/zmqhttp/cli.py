@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import click
 import zmq
 
-from zmqhttp import __version__
+from zmqhttp import __version__, compiled
 from zmqhttp.apps.lifespan import LifespanFailure
 from zmqhttp.apps.loader import AppLoadError, load_app
 from zmqhttp.config import Config
@@ -157,7 +157,9 @@ def _serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="zmqhttp")
+@click.version_option(
+    __version__, prog_name="zmqhttp",
+    message=f"%(prog)s %(version)s ({'compiled' if compiled() else 'pure Python'})")
 def main() -> None:
     """zmqhttp: HTTP/1.1 for WSGI apps on a ZeroMQ ZMQ_STREAM socket."""
 

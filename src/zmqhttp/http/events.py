@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "NEED_DATA",
@@ -82,21 +82,25 @@ class Request:
 
 # A frozen dataclass sets each field through object.__setattr__: building a
 # Request that way took 24,000 CPU instructions (callgrind, CPython 3.11), a
-# tenth of the server's whole cost per request. The reader instead fills a
-# plain slotted twin with the same fields and turns it into a Request by
+# tenth of the server's whole cost per request. Interpreted, the reader instead
+# fills a plain slotted twin with the same fields and turns it into a Request by
 # __class__ assignment, which CPython allows between identical slot layouts:
 # the result is an ordinary frozen Request (type() is Request, setting a field
-# raises), built in about 5,000 instructions.
-_RequestFields: Any = dataclasses.make_dataclass(
+# raises), built in about 5,000 instructions. Compiled (setup.py), Request is a
+# native class that mypyc builds directly, and the twin is not needed.
+_COMPILED: Final = not __file__.endswith(".py")
+_RequestFields: Any = None if _COMPILED else dataclasses.make_dataclass(
     "_RequestFields", [(f.name, f.type) for f in dataclasses.fields(Request)], slots=True
 )
-assert _RequestFields.__slots__ == Request.__slots__
 
 
 def request_event(method: bytes, target: bytes, path: bytes, query: bytes, headers: Headers,
                   http_version: str, host: bytes, content_length: int | None, chunked: bool,
                   expect_continue: bool, keep_alive: bool, upgrade: bytes | None) -> Request:
     """``Request(...)`` with every field given, positionally, at a fraction of the cost."""
+    if _COMPILED:
+        return Request(method, target, path, query, headers, http_version, host,
+                       content_length, chunked, expect_continue, keep_alive, upgrade)
     request = _RequestFields(method, target, path, query, headers, http_version, host,
                              content_length, chunked, expect_continue, keep_alive, upgrade)
     request.__class__ = Request

@@ -374,15 +374,21 @@ class RequestReader:
     def _absolute_form(self, target: bytes) -> tuple[bytes, bytes, bytes]:
         # RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
         try:
-            url = httptools.parse_url(target)
+            # Any: httptools' stubs say port, path and query are never None, and
+            # the compiled build (setup.py) would enforce that at run time.
+            url: Any = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
             raise BadRequest("invalid request-target") from None
         if url.schema not in (b"http", b"https") or not url.host:
             raise BadRequest("invalid absolute-form request-target")
-        host = b"[" + url.host + b"]" if b":" in url.host else url.host
-        if url.port is not None:
-            host += b":%d" % url.port
-        return host, url.path or b"/", url.query or b""
+        name: bytes = url.host
+        port: int | None = url.port
+        host = b"[" + name + b"]" if b":" in name else name
+        if port is not None:
+            host += b":%d" % port
+        path: bytes | None = url.path
+        query: bytes | None = url.query
+        return host, path or b"/", query or b""
 
     def _framing(self, special: dict[bytes, list[bytes]], version: str) -> tuple[int | None, bool]:
         """Return (content_length, chunked) per RFC 9112 §6."""

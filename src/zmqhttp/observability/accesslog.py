@@ -37,6 +37,11 @@ def _text(value: bytes) -> str:
 class _Atoms(Mapping[str, str]):
     """The atoms of one request, computed on demand."""
 
+    # Declared: the module-level lambdas below read them before mypy reaches
+    # __init__ when it checks an import cycle in another order (mypyc builds).
+    _cycle: RequestCycle
+    _elapsed: float
+
     def __init__(self, cycle: RequestCycle, now_mono: float) -> None:
         self._cycle = cycle
         self._elapsed = max(0.0, now_mono - cycle.started_mono)

@@ -16,13 +16,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO
 
+from mypy_extensions import mypyc_attr
+
 __all__ = ["ClientDisconnected", "NoBody", "RequestBody"]
 
 
+# Compiled builds (setup.py): an exception subclass stays a Python class, and
+# RequestBody may be subclassed by interpreted code (the fabric's WindowedBody).
+@mypyc_attr(native_class=False)
 class ClientDisconnected(OSError):
     """The client went away before the body (or the response) was complete."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RequestBody:
     """A FIFO byte stream: loop side ``feed``/``feed_eof``/``fail``, reader side ``read``.
 

@@ -91,6 +91,23 @@ class RequestCycle:
         "websocket_key",
     )
 
+    # Declared here, not only by __init__: modules in an import cycle with
+    # this one (the access log) may be checked first (mypyc builds).
+    request: Request
+    body: RequestBody
+    client: tuple[str, int]
+    server: tuple[str, int]
+    scheme: str
+    root_path: str
+    started: float
+    started_mono: float
+    status: int | None
+    response_headers: Headers
+    bytes_sent: int
+    websocket_key: bytes
+    finished: bool
+    on_app_done: Callable[[], None] | None
+
     def __init__(
         self,
         conn: Connection,
