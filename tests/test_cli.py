@@ -42,6 +42,15 @@ async def asgi_app(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"asgi " + scope["method"].encode()})
+
+
+async def loop_app(scope, receive, send):
+    import asyncio
+    if scope["type"] != "http":
+        return
+    loop = type(asyncio.get_running_loop())
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": loop.__module__.encode()})
 '''
 
 
@@ -329,3 +338,16 @@ def test_interface_runs_an_asgi_app(procs: list[Proc], app_dir: Path, interface:
     procs.append(proc)
     proc.wait_for_line(r"Listening on")
     assert read(port) == b"asgi GET"
+
+
+@pytest.mark.parametrize(("loop", "module"), [("auto", b"uvloop"), ("uvloop", b"uvloop"),
+                                              ("asyncio", b"asyncio.unix_events")])
+def test_loop_option_picks_the_event_loop(procs: list[Proc], app_dir: Path, loop: str,
+                                          module: bytes) -> None:
+    """--loop: uvloop when installed (auto), or asyncio's own loop."""
+    port = free_port()
+    proc = Proc(["serve", "cliapp:loop_app", "--loop", loop, "--bind", f"127.0.0.1:{port}"],
+                app_dir, None)
+    procs.append(proc)
+    proc.wait_for_line(r"Listening on")
+    assert read(port) == module

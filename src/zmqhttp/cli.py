@@ -32,7 +32,7 @@ from zmqhttp.apps.loader import AppLoadError, load_app
 from zmqhttp.config import Config
 from zmqhttp.errors import ConfigError
 from zmqhttp.observability.logs import configure_logging
-from zmqhttp.server.run import run_server
+from zmqhttp.server.run import run, run_server
 from zmqhttp.server.server import Server
 from zmqhttp.supervisor import BootFailed, Supervisor, WorkerSpec, run_supervisor
 from zmqhttp.supervisor.edge import EdgeApp, reserve_ports, serve_edge
@@ -54,6 +54,8 @@ _SERVE_FLAGS: list[_Flag] = [
     _Flag("interface", click.Choice(["auto", "wsgi", "asgi", "asgi3", "asgi2"]),
           "Application interface."),
     _Flag("lifespan", click.Choice(["auto", "on", "off"]), "ASGI lifespan protocol."),
+    _Flag("loop", click.Choice(["auto", "asyncio", "uvloop"]),
+          "Event loop; auto: uvloop if installed. [default: auto]"),
     _Flag("workers", click.IntRange(1), "Processes serving the app, sharing the port "
           "(SO_REUSEPORT). [default: 1]"),
     _Flag("threads", click.IntRange(1), "WSGI worker threads."),
@@ -192,7 +194,8 @@ def serve(app: str, app_dir: str | None, factory: bool, log_level: str, access_l
         _fail(str(exc))
     _raise_file_limit()
     server = Server(application, config)
-    _exit_if_forced(_run_main(run_server(server), f"cannot listen on {_listening(config)}"))
+    _exit_if_forced(_run_main(run_server(server), f"cannot listen on {_listening(config)}",
+                              config.loop))
 
 
 @main.command()
@@ -284,7 +287,7 @@ def _serve_workers(app: EdgeApp, config: Config) -> None:
     spec = WorkerSpec(serve_edge, (app, config), name="worker")
     supervisor = Supervisor(spec, config.workers, stop_timeout=config.timeout_graceful_shutdown)
     try:
-        asyncio.run(run_supervisor(supervisor))
+        run(run_supervisor(supervisor), config.loop)
     except BootFailed as exc:
         _fail(str(exc))
     finally:
@@ -385,7 +388,7 @@ def gateway(app: str | None, bind: tuple[str, ...], fabric: tuple[str, ...],
         return
     server = Server(None, config, adapter=FabricAdapter(config))
     _exit_if_forced(_run_main(run_server(server),
-                              f"cannot listen on {_listening(config)}"))
+                              f"cannot listen on {_listening(config)}", config.loop))
 
 
 def _gateway_with_workers(config: Config, worker_config: Config, app: str, workers: int,
@@ -420,7 +423,7 @@ def _gateway_with_workers(config: Config, worker_config: Config, app: str, worke
         supervisor = Supervisor(spec, workers, stop_timeout=config.timeout_graceful_shutdown)
         server = Server(None, config, adapter=FabricAdapter(config, trusted_keys=trusted))
         forced = _run_main(run_gateway(server, supervisor),
-                           f"cannot listen on {_listening(config)}")
+                           f"cannot listen on {_listening(config)}", config.loop)
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
     _exit_if_forced(forced)
@@ -454,7 +457,8 @@ def keys_generate(directory: str, name: str | None) -> None:
     click.echo(secret_file)
 
 
-def _run_main(main: Coroutine[Any, Any, bool | None], zmq_failure: str) -> bool:
+def _run_main(main: Coroutine[Any, Any, bool | None], zmq_failure: str,
+              loop: str = "auto") -> bool:
     """Run a command's main coroutine; True if it was stopped by force.
 
     Failures the user can act on (an app that cannot load or start, a worker
@@ -462,7 +466,7 @@ def _run_main(main: Coroutine[Any, Any, bool | None], zmq_failure: str) -> bool:
     ``Error:`` line and exit status 1, never a traceback.
     """
     try:
-        return bool(asyncio.run(main))
+        return bool(run(main, loop))
     except (AppLoadError, LifespanFailure, BootFailed, ConfigError) as exc:
         _fail(str(exc))
     except zmq.ZMQError as exc:

@@ -10,15 +10,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from zmqhttp.config import Config
+from zmqhttp.errors import ConfigError
 from zmqhttp.server.server import Server
 
-__all__ = ["run_server", "serve"]
+__all__ = ["loop_factory", "run", "run_server", "serve"]
 
 log = logging.getLogger("zmqhttp.error")
+
+T = TypeVar("T")
+
+
+def loop_factory(kind: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for ``Config.loop`` (``auto``, ``asyncio``, ``uvloop``).
+
+    Raises:
+        ConfigError: ``uvloop`` was asked for and cannot be imported.
+    """
+    if kind == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise ConfigError("--loop uvloop: uvloop is not installed") from None
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T], kind: str = "auto") -> T:
+    """``asyncio.run(main)`` on the loop ``kind`` chooses (see :func:`loop_factory`)."""
+    with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
+        return runner.run(main)
 
 
 async def run_server(
@@ -82,4 +109,4 @@ def serve(app: Any, bind: str | list[str] | None = None, config: Config | None =
     if bind is not None:
         settings["bind"] = [bind] if isinstance(bind, str) else list(bind)
     server = Server(app, config.replace(**settings) if settings else config)
-    asyncio.run(run_server(server))
+    run(run_server(server), server.config.loop)

@@ -24,7 +24,7 @@ from zmqhttp.apps.lifespan import LifespanFailure
 from zmqhttp.apps.loader import AppLoadError, load_app
 from zmqhttp.config import Config
 from zmqhttp.observability.logs import configure_logging
-from zmqhttp.server.run import run_server
+from zmqhttp.server.run import run, run_server
 from zmqhttp.server.server import Server
 from zmqhttp.supervisor.channel import WorkerChannel
 from zmqhttp.transport.reuseport import reuse_port_socket
@@ -92,7 +92,7 @@ def serve_edge(channel: WorkerChannel, app: EdgeApp, config: Config) -> None:
     try:
         application = load_app(app.spec, app_dir=app.app_dir, factory=app.factory)
         server = Server(application, config.replace(reuse_port=True, workers=1))
-        forced = asyncio.run(_serve(server, channel))
+        forced = run(_serve(server, channel), config.loop)
     except (AppLoadError, LifespanFailure) as exc:
         channel.failed(str(exc))
         sys.exit(_EXIT_CANNOT_START)

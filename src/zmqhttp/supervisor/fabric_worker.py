@@ -24,6 +24,7 @@ from zmqhttp.config import Config
 from zmqhttp.errors import ConfigError
 from zmqhttp.fabric.worker import Worker
 from zmqhttp.observability.logs import configure_logging
+from zmqhttp.server.run import run
 from zmqhttp.supervisor.channel import WorkerChannel
 
 __all__ = ["FabricApp", "serve_fabric_worker"]
@@ -52,7 +53,7 @@ def serve_fabric_worker(channel: WorkerChannel, app: FabricApp, config: Config) 
     try:
         application = load_app(app.spec, app_dir=app.app_dir, factory=app.factory)
         worker = Worker(application, config, app.connect, app.capacity, app_name=app.spec)
-        forced = asyncio.run(_serve(worker, channel))
+        forced = run(_serve(worker, channel), config.loop)
     except (AppLoadError, LifespanFailure, ConfigError) as exc:  # ConfigError: CURVE keys
         channel.failed(str(exc))
         sys.exit(_EXIT_CANNOT_START)
