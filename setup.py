@@ -37,6 +37,7 @@ COMPILED = [
     "src/zmqhttp/http/connection.py",
     "src/zmqhttp/http/events.py",
     "src/zmqhttp/http/fields.py",
+    "src/zmqhttp/http/limits.py",
     "src/zmqhttp/http/reader.py",
     "src/zmqhttp/http/writer.py",
     "src/zmqhttp/server/body.py",

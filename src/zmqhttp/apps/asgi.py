@@ -293,16 +293,27 @@ class ASGIAdapter:
         self._lifespan = Lifespan(app, config.lifespan, self.state)
         self._tasks: set[asyncio.Task[None]] = set()  # WebSocket sessions
         self._running: dict[_Exchange, asyncio.Task[None]] = {}  # HTTP requests
+        # The loop requests run on, found at the first request (asking for the
+        # running loop costs a getpid() system call each time on 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._plain_tasks = False
+
+    def _first_request(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.get_running_loop()
+        # asyncio's own loop without a task factory (set one before the server
+        # starts): BaseEventLoop.create_task would only add two Python calls.
+        self._plain_tasks = getattr(loop, "_task_factory", _NO_FACTORY) is None
+        return loop
 
     def handle(self, cycle: RequestCycle) -> None:
         exchange = _Exchange(cycle, build_scope(cycle, self.state))
         # The exchange leaves self._running itself when it ends (see run).
         running = self._running
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._first_request()
         coro = exchange.run(self.app, running)
-        if getattr(loop, "_task_factory", _NO_FACTORY) is None:
-            # What BaseEventLoop.create_task does without a task factory, less
-            # two Python calls (create_task, _check_closed: the loop runs).
+        if self._plain_tasks:
             task: asyncio.Task[None] = _Task(coro, loop=loop)
         else:  # another loop (uvloop), or a task factory (eager tasks)
             task = loop.create_task(coro)

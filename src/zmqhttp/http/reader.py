@@ -259,9 +259,9 @@ class RequestReader:
         if self._field_count > limits.max_fields:
             raise HeaderFieldsTooLarge("too many header fields")
         name = name.lower()
-        if value[-1:] in b" \t":
+        if value and value[-1] in (0x20, 0x09):  # ints: no bytes needle (see fields.py)
             # RFC 9110 §5.5: OWS around a value is not part of it; llhttp drops
-            # only the leading OWS. (Also true for b"", which strips to itself.)
+            # only the leading OWS.
             value = value.rstrip(b" \t")
         if not self._in_head:
             if self._trailers is _NONE_HEADERS:
@@ -321,7 +321,8 @@ class RequestReader:
         )
         content_length, chunked = self._framing(special, version)
         upgrade = None
-        if parser.should_upgrade():
+        # llhttp upgrades only with an Upgrade field (CONNECT was refused above).
+        if b"upgrade" in special and parser.should_upgrade():
             upgrade = self._upgrade_token(special.get(b"upgrade", _NONE))
             if chunked or content_length:
                 if chunked:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from zmqhttp.config import Config
 from zmqhttp.errors import (
     LocalProtocolError,
     ProtocolError,
@@ -34,15 +33,18 @@ from zmqhttp.http.events import (
     Request,
     Response,
 )
-from zmqhttp.http.limits import Limits
 from zmqhttp.http.websocket import accept_headers, check_handshake
 from zmqhttp.server.body import ClientDisconnected, NoBody, RequestBody
-from zmqhttp.server.clock import Clock
-from zmqhttp.server.cycle import AppAdapter, RequestCycle
+from zmqhttp.server.cycle import RequestCycle
 from zmqhttp.server.websocket import WebSocketListener, WebSocketSession
-from zmqhttp.transport.stream import SendResult, StreamTransport
+from zmqhttp.transport.stream import SendResult
 
-__all__ = ["Connection", "ConnectionOwner", "Deadline"]
+if TYPE_CHECKING:
+    # Only the server owns connections. Typed as the concrete class (not a
+    # Protocol) so that the compiled build (setup.py) calls it natively.
+    from zmqhttp.server.server import Server
+
+__all__ = ["Connection", "Deadline"]
 
 log = logging.getLogger("zmqhttp.error")
 
@@ -79,35 +81,6 @@ class Deadline(enum.Enum):
     __hash__ = object.__hash__
 
 
-class ConnectionOwner(Protocol):
-    """What a connection needs from its server."""
-
-    config: Config
-    limits: Limits
-    clock: Clock
-    server_address: tuple[str, int]
-    #: Seconds for each kind of deadline, from the config.
-    timeouts: dict[Deadline, float]
-
-    @property
-    def transport(self) -> StreamTransport: ...
-
-    @property
-    def adapter(self) -> AppAdapter: ...
-
-    def date(self) -> bytes: ...
-
-    def schedule_flush(self, conn: Connection) -> None: ...
-
-    def retry_later(self, conn: Connection) -> None: ...
-
-    def forget(self, conn: Connection) -> None: ...
-
-    def log_access(self, cycle: RequestCycle) -> None: ...
-
-    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None: ...
-
-
 class Connection:
     """The server's state for one routing id."""
 
@@ -129,7 +102,7 @@ class Connection:
         "ws",
     )
 
-    def __init__(self, owner: ConnectionOwner, rid: bytes, peer: str) -> None:
+    def __init__(self, owner: Server, rid: bytes, peer: str) -> None:
         self.owner = owner
         self.rid = rid
         self.peer = peer
