@@ -25,6 +25,8 @@ from collections.abc import Callable
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
+from zmqhttp.server.server import remove_reader
+
 __all__ = ["LoopSocket", "recv_message", "recv_routed", "send_message", "send_routed"]
 
 _send_frame = _BackendSocket.send
@@ -85,7 +87,7 @@ class LoopSocket:
             return
         self._sock = None
         if not self._loop.is_closed():
-            self._loop.remove_reader(self.fd)
+            remove_reader(self._loop, self.fd)
 
     def schedule_drain(self) -> None:
         """Drain once more soon: after a send, or when the budget ran out."""

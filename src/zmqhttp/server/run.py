@@ -78,7 +78,15 @@ async def run_server(
             server.close()
             return
         log.info("%s: shutting down gracefully", signal.Signals(signum).name)
-        stopping.append(loop.create_task(server.stop()))
+        stopping.append(loop.create_task(stop()))
+
+    async def stop() -> None:
+        try:
+            await server.stop()
+        except Exception:
+            # Never left waiting for a close that will not come.
+            log.exception("graceful shutdown failed; closing everything now")
+            server.close()
 
     await server.start()
     for signum in signals:

@@ -50,6 +50,16 @@ _REJECT_HEADROOM = 1024
 _PORT_GROUP_SETTLE = 0.2
 
 
+def remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """``loop.remove_reader(fd)``, its result ignored.
+
+    asyncio's returns a bool and uvloop's None: called directly, the compiled
+    build (setup.py) would check the declared bool and raise on uvloop.
+    """
+    remove: Callable[[int], object] = loop.remove_reader
+    remove(fd)
+
+
 def _connection_failed(conn: Connection) -> None:
     """In an ``except`` block: log the bug and close that connection only."""
     log.exception("internal error on a connection from %s", conn.peer)
@@ -257,7 +267,7 @@ class Server:
             if handle is not None:
                 handle.cancel()
         assert self._loop is not None
-        self._loop.remove_reader(transport.fd)
+        remove_reader(self._loop, transport.fd)
         transport.close()
         if self._adapter is not None:
             self._adapter.close()
