@@ -1,6 +1,7 @@
 """HTTP events exchanged between the sans-IO connection and the layers above.
 
-Strategy: frozen, slotted dataclasses (hypercorn's and h11's vocabulary). The
+Strategy: slotted dataclasses (hypercorn's and h11's vocabulary), frozen
+except the two built on every request (below). The
 connection turns bytes into :class:`Request`, :class:`Data` and
 :class:`EndOfMessage`, and turns :class:`InformationalResponse`,
 :class:`Response`, :class:`Data` and :class:`EndOfMessage` into bytes.
@@ -9,10 +10,8 @@ Header names in a :class:`Request` are lower-cased; values are raw bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Final
 
 __all__ = [
     "NEED_DATA",
@@ -43,7 +42,14 @@ NEED_DATA = Sentinel.NEED_DATA
 PAUSED = Sentinel.PAUSED
 
 
-@dataclass(frozen=True, slots=True)
+# Request and Data are built for every request and body piece. A frozen
+# dataclass sets each field through object.__setattr__ (24,000 CPU instructions
+# for a Request on CPython 3.11; and in the compiled build, setup.py, it stays
+# the interpreted dataclass __init__, 0.5 us). With an __init__ of its own a
+# slotted class is built in well under a tenth of that, compiled or not. They
+# are not frozen, then: nothing in zmqhttp changes an event after building it,
+# and applications should not either.
+@dataclass(slots=True, init=False)
 class Request:
     """A request head, after framing and Host checks passed.
 
@@ -79,39 +85,33 @@ class Request:
     keep_alive: bool = True
     upgrade: bytes | None = None
 
-
-# A frozen dataclass sets each field through object.__setattr__: building a
-# Request that way took 24,000 CPU instructions (callgrind, CPython 3.11), a
-# tenth of the server's whole cost per request. Interpreted, the reader instead
-# fills a plain slotted twin with the same fields and turns it into a Request by
-# __class__ assignment, which CPython allows between identical slot layouts:
-# the result is an ordinary frozen Request (type() is Request, setting a field
-# raises), built in about 5,000 instructions. Compiled (setup.py), Request is a
-# native class that mypyc builds directly, and the twin is not needed.
-_COMPILED: Final = not __file__.endswith(".py")
-_RequestFields: Any = None if _COMPILED else dataclasses.make_dataclass(
-    "_RequestFields", [(f.name, f.type) for f in dataclasses.fields(Request)], slots=True
-)
-
-
-def request_event(method: bytes, target: bytes, path: bytes, query: bytes, headers: Headers,
-                  http_version: str, host: bytes, content_length: int | None, chunked: bool,
-                  expect_continue: bool, keep_alive: bool, upgrade: bytes | None) -> Request:
-    """``Request(...)`` with every field given, positionally, at a fraction of the cost."""
-    if _COMPILED:
-        return Request(method, target, path, query, headers, http_version, host,
-                       content_length, chunked, expect_continue, keep_alive, upgrade)
-    request = _RequestFields(method, target, path, query, headers, http_version, host,
-                             content_length, chunked, expect_continue, keep_alive, upgrade)
-    request.__class__ = Request
-    return request  # type: ignore[no-any-return]
+    def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes,
+                 headers: Headers, http_version: str, host: bytes,
+                 content_length: int | None = 0, chunked: bool = False,
+                 expect_continue: bool = False, keep_alive: bool = True,
+                 upgrade: bytes | None = None) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.http_version = http_version
+        self.host = host
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Data:
-    """A piece of a message body (request or response)."""
+    """A piece of a message body (request or response). Built often: see Request."""
 
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 @dataclass(frozen=True, slots=True)

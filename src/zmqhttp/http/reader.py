@@ -28,7 +28,7 @@ from zmqhttp.errors import (
     URITooLong,
     VersionNotSupported,
 )
-from zmqhttp.http.events import Data, EndOfMessage, Headers, Request, request_event
+from zmqhttp.http.events import Data, EndOfMessage, Headers, Request
 from zmqhttp.http.fields import (
     connection_tokens,
     parse_transfer_coding,
@@ -340,8 +340,8 @@ class RequestReader:
         if expects and version == "1.1":
             expect = any(v.strip(b" \t").lower() == b"100-continue" for v in expects)
         has_body = chunked or bool(content_length)
-        return request_event(method, target, path, query, headers, version, host,
-                             content_length, chunked, expect and has_body, keep_alive, upgrade)
+        return Request(method, target, path, query, headers, version, host,
+                       content_length, chunked, expect and has_body, keep_alive, upgrade)
 
     @staticmethod
     def _upgrade_token(values: list[bytes]) -> bytes | None:
