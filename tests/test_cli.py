@@ -351,3 +351,26 @@ def test_loop_option_picks_the_event_loop(procs: list[Proc], app_dir: Path, loop
     procs.append(proc)
     proc.wait_for_line(r"Listening on")
     assert read(port) == module
+
+
+def io_thread_policies(pid: int) -> list[int]:
+    """Scheduling policy of each libzmq I/O thread of process ``pid``."""
+    policies = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().startswith("ZMQbg/IO"):
+            policies.append(os.sched_getscheduler(int(task.name)))
+    return policies
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.parametrize(("flag", "policy"), [
+    ((), "SCHED_BATCH"),
+    (("--io-thread-scheduling", "normal"), "SCHED_OTHER"),
+])
+def test_io_thread_scheduling(procs: list[Proc], app_dir: Path, flag: tuple[str, ...],
+                              policy: str) -> None:
+    """libzmq's I/O thread runs SCHED_BATCH by default (ZMQ_THREAD_SCHED_POLICY)."""
+    proc, port = serve(procs, app_dir, *flag)
+    proc.wait_for_line(r"Listening on")
+    assert io_thread_policies(proc.popen.pid) == [getattr(os, policy)]
+    assert get(port).status == 200

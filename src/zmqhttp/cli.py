@@ -81,6 +81,8 @@ _SERVE_FLAGS: list[_Flag] = [
     _Flag("ws_max_queue", click.IntRange(1), "Unread WebSocket messages before 1008."),
     _Flag("ws_ping_interval", click.FloatRange(0), "Seconds between WebSocket pings; 0: off."),
     _Flag("ws_ping_timeout", click.FloatRange(0), "Seconds to wait for a WebSocket pong."),
+    _Flag("io_thread_scheduling", click.Choice(["batch", "normal"]),
+          "Kernel scheduling of libzmq's I/O thread. [default: batch]"),
     _Flag("sndhwm", click.IntRange(1), "libzmq outbound messages per connection."),
     _Flag("rcvhwm", click.IntRange(1), "libzmq inbound messages per connection."),
     _Flag("body_buffer", click.IntRange(0), "Request body bytes in memory before disk."),

@@ -24,7 +24,7 @@ from zmqhttp.server.clock import Clock, DateCache, SystemClock
 from zmqhttp.server.connection import Connection, Deadline
 from zmqhttp.server.cycle import AppAdapter, RequestCycle
 from zmqhttp.server.threads import LoopInbox
-from zmqhttp.transport.stream import StreamTransport, format_endpoint
+from zmqhttp.transport.stream import StreamTransport, configure_io_thread, format_endpoint
 
 if TYPE_CHECKING:
     from zmqhttp.observability.exporter import MetricsExporter, RequestMetrics
@@ -163,7 +163,10 @@ class Server:
             self._adapter.close()
             raise
         if self._context is None:
+            # Ours: tuned before its first socket starts the I/O thread. A
+            # context the embedding program shares stays as it made it.
             self._context = zmq.Context()
+            configure_io_thread(self._context, config.io_thread_scheduling)
         ipv6 = any(":" in host or host in ("*", "::") for host, _ in binds)
         transport = StreamTransport(
             self._context,
