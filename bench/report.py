@@ -76,6 +76,12 @@ def machine_info() -> dict[str, str]:
         info["libzmq"] = zmq.zmq_version()
     except ImportError:
         pass
+    try:
+        import zmqhttp
+
+        info["zmqhttp build"] = "compiled (mypyc)" if zmqhttp.compiled() else "pure Python"
+    except ImportError:
+        pass
     return info
 
 
