@@ -24,8 +24,9 @@ class Recorder:
         self.made.append((rid, peer))
         self.data[rid] = b""
 
-    def data_received(self, rid: bytes, data: bytes) -> None:
-        self.data[rid] += data
+    def data_received(self, rid: bytes, data: bytes | list[bytes]) -> None:
+        # One drain's messages come as a list (see StreamTransport.drain).
+        self.data[rid] += data if isinstance(data, bytes) else b"".join(data)
 
     def connection_lost(self, rid: bytes) -> None:
         self.lost.append(rid)

@@ -129,13 +129,20 @@ class Connection:
 
     # -- transport events ---------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | list[bytes]) -> None:
+        """The peer's bytes from one drain: one piece, or several (never joined:
+        the HTTP layer joins them in small groups, see ServerConnection)."""
         if self.ws is not None:
-            self.ws.receive_data(data)
+            self.ws.receive_data(data if isinstance(data, bytes) else b"".join(data))
             return
         if self.deadline_kind is Deadline.KEEP_ALIVE:
             self._set_deadline(Deadline.HEADER)  # a new request begins
-        self.http.receive_data(data)
+        if isinstance(data, bytes):
+            self.http.receive_data(data)
+        else:
+            receive = self.http.receive_data
+            for piece in data:
+                receive(piece)
         if not self.lingering:
             self._process()
 

@@ -343,7 +343,7 @@ class Server:
             else:
                 conn.reject_busy()
 
-    def data_received(self, rid: bytes, data: bytes) -> None:
+    def data_received(self, rid: bytes, data: bytes | list[bytes]) -> None:
         conn = self._conns.get(rid)
         if conn is not None:
             try:  # _guarded, inlined: this runs for every message

@@ -71,7 +71,9 @@ class StreamHandler(Protocol):
 
     def connection_made(self, rid: bytes, peer: str) -> None: ...
 
-    def data_received(self, rid: bytes, data: bytes) -> None: ...
+    def data_received(self, rid: bytes, data: bytes | list[bytes]) -> None:
+        """``data``: one message's bytes, or the messages of one drain in order."""
+        ...
 
     def connection_lost(self, rid: bytes) -> None: ...
 
@@ -95,10 +97,6 @@ def format_endpoint(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"tcp://{host}:{port}"
-
-
-def _joined(held: bytes | list[bytes]) -> bytes:
-    return b"".join(held) if isinstance(held, list) else held
 
 
 def _normalise_peer(address: str) -> str:
@@ -231,9 +229,10 @@ class StreamTransport:
         """Dispatch up to ``budget`` inbound messages; True if more may wait.
 
         The data messages of one peer received in this call are delivered
-        joined, once, after the receiving: libzmq reads TCP in pieces of at
-        most 8 KiB, and a 1 MiB body would otherwise cost 128 trips through
-        the HTTP layer. Per peer the order of data and disconnect is kept.
+        together, once, after the receiving (a list when there are several,
+        not joined): libzmq reads TCP in pieces of at most 8 KiB, and a 1 MiB
+        body would otherwise cost 128 trips through the HTTP layer. Per peer
+        the order of data and disconnect is kept.
         """
         recv = self._sock.recv
         peers = self._peers
@@ -260,12 +259,12 @@ class StreamTransport:
                     peers.discard(rid)
                     held = pending.pop(rid, None)
                     if held is not None:
-                        handler.data_received(rid, _joined(held))
+                        handler.data_received(rid, held)
                     handler.connection_lost(rid)
             else:
                 self._unknown_peer(handler, rid)
         for rid, held in pending.items():
-            handler.data_received(rid, _joined(held))
+            handler.data_received(rid, held)
         return more
 
     def _unknown_peer(self, handler: StreamHandler, rid: bytes) -> None:
