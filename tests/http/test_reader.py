@@ -521,3 +521,24 @@ def test_reader_in_message_tracks_partial_requests() -> None:
     reader.feed(b"TP/1.1\r\nHost: a\r\n\r\n")
     assert not reader.in_message
     assert [type(i) for i in queue] == [Request, EndOfMessage]
+
+
+def test_closing_frees_the_reader_without_the_garbage_collector() -> None:
+    """The parser references the reader (callbacks); close() breaks that cycle."""
+    import gc
+    import weakref
+
+    from zmqhttp.http.events import ConnectionClosed
+
+    conn = ServerConnection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\n")
+    conn.next_event()
+    reader = weakref.ref(conn._reader)
+    conn.close()
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    gc.disable()
+    try:
+        del conn
+        assert reader() is None
+    finally:
+        gc.enable()

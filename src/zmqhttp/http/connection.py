@@ -210,6 +210,19 @@ class ServerConnection:
             and not self._body_seen
         )
 
+    def close(self) -> None:
+        """The connection is gone: drop held input, and the parser with it.
+
+        Afterwards nothing more is parsed; :meth:`next_event` says
+        :class:`ConnectionClosed`.
+        """
+        self._eof = True
+        self.request_state = RequestState.CLOSED
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._queue.clear()
+        self._reader.close()
+
     def allow_keep_alive(self, allowed: bool) -> None:
         """Let the server refuse persistence, e.g. while shutting down."""
         self._allow_keep_alive = allowed

@@ -466,6 +466,7 @@ class Connection:
         self.closed = True
         self._out.clear()
         self._out_bytes = 0
+        self.http.close()  # frees the parser now, not at the next garbage collection
         cycle = self.cycle
         if cycle is not None:
             cycle.body.fail(reason)
