@@ -318,7 +318,7 @@ class Server:
             return
         while True:
             more = transport.drain(self, _DRAIN_BUDGET)
-            self._flush_dirty()
+            self._flush_only()  # the input check below covers the sends
             if self._blocked:
                 self._retry_blocked()
             if more:
@@ -377,13 +377,18 @@ class Server:
             self._loop.call_soon(self._flush_dirty)
 
     def _flush_dirty(self) -> None:
+        if self._flush_only():
+            self._recheck_input()
+
+    def _flush_only(self) -> bool:
+        """Flush every connection with new output; True if anything was sent."""
         self._flush_scheduled = False
         if not self._dirty:
-            return
+            return False
         dirty, self._dirty = self._dirty, {}
         for conn in dirty:
             self._guarded(conn, conn.flush)
-        self._recheck_input()
+        return True
 
     def _recheck_input(self) -> None:
         """After sending outside ``_on_readable``: a send may have consumed the FD's edge.

@@ -52,6 +52,8 @@ _ZERO_COPY_MIN: Final = 64 * 1024
 # __or__), and every use converts them. Plain ints for the per-frame calls.
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK: Final = int(zmq.SNDMORE | zmq.NOBLOCK)
+_EVENTS: Final = int(zmq.EVENTS)
+_POLLIN: Final = int(zmq.POLLIN)
 # How many routing ids we closed ourselves to remember, to drop their stale
 # queued frames instead of taking a late empty frame for a new connection.
 _CLOSED_MEMORY: Final = 4096
@@ -146,6 +148,9 @@ class StreamTransport:
         # (DRAFT sockets) before calling the Cython send: calling that directly
         # saves about half a microsecond per frame, two frames per message.
         self._send: Callable[..., Any] = super(zmq.Socket, sock).send
+        # Likewise pyzmq's getsockopt wraps ZMQ_EVENTS in an enum.Flag (and
+        # `& zmq.POLLIN` is then Python code): read twice per wake-up.
+        self._get: Callable[[int], Any] = super(zmq.Socket, sock).get
         self._listeners: list[int] = []  # our SO_REUSEPORT descriptors, owned by libzmq
         self._peers: set[bytes] = set()
         self._closed: set[bytes] = set()
@@ -221,9 +226,8 @@ class StreamTransport:
 
     def has_input(self) -> bool:
         """Re-check readiness: the FD is edge-triggered (see pyzmq zmqstream)."""
-        events = self._sock.getsockopt(zmq.EVENTS)
-        assert isinstance(events, int)
-        return bool(events & zmq.POLLIN)
+        events: int = self._get(_EVENTS)
+        return bool(events & _POLLIN)
 
     def drain(self, handler: StreamHandler, budget: int) -> bool:
         """Dispatch up to ``budget`` inbound messages; True if more may wait.
