@@ -215,7 +215,11 @@ class _Responder:
         self.headers = _encode_headers(headers)
         return self.write
 
-    def write(self, data: bytes) -> None:
+    # ``object``, not ``bytes``: apps hand bytes-like objects too (accepted, as
+    # bytes(data)) and other types get the TypeError below. The compiled build
+    # (setup.py) checks a ``bytes`` parameter on entry, which would refuse a
+    # bytearray and word a str's error its own way.
+    def write(self, data: object) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
         if self.status is None:
@@ -225,9 +229,9 @@ class _Responder:
             raise ClientDisconnected("client disconnected")
         self._send_head()
         if data:
-            data = bytes(data)
-            cycle.flow.reserve(len(data))
-            cycle.call_soon_threadsafe(cycle.send_data, data, len(data))
+            chunk = bytes(data)
+            cycle.flow.reserve(len(chunk))
+            cycle.call_soon_threadsafe(cycle.send_data, chunk, len(chunk))
 
     def _send_head(self) -> None:
         if not self.head_sent:
@@ -259,6 +263,9 @@ class _Responder:
             return
         if isinstance(result, FileWrapper) and not self.head_sent:
             self._add_file_length(result)
+        # Declared ``object`` so that the compiled build does not check each
+        # item as ``bytes`` (write() validates it, and accepts bytes-like).
+        chunk: object
         for chunk in result:
             if chunk:
                 self.write(chunk)

@@ -113,31 +113,50 @@ class CancelReason(enum.IntEnum):
     PROTOCOL_ERROR = 4
 
 
+class _Typed:
+    """Base of every message: declares ``TYPE``, the message's type code.
+
+    Each message sets ``X.TYPE = code`` after its class, not ``TYPE:
+    ClassVar[int] = code`` in the body, because mypyc hands every class-body
+    assignment of a compiled dataclass to ``dataclasses`` as an annotated field,
+    ClassVar or not (mypyc/mypyc#1122): the code would become an ``__init__``
+    argument with a default ("non-default argument 'id' follows default
+    argument"). A ClassVar declared without a value on a plain base class is
+    not a field of its dataclass subclasses, in either build.
+    """
+
+    __slots__ = ()
+
+    TYPE: ClassVar[int]
+
+
 # --- messages sent by both sides ----------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(_Typed):
     """"I am alive": sent when nothing else was sent for an interval."""
 
-    TYPE: ClassVar[int] = 1
+
+Heartbeat.TYPE = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Goodbye:
+class Goodbye(_Typed):
     """The link ends. From a worker: take no new requests for me; I finish the
     ones I have, then disconnect. From the gateway: I do not know you (or am
     stopping); forget my requests, reconnect with a new socket and send Ready.
     """
 
-    TYPE: ClassVar[int] = 2
+
+Goodbye.TYPE = 2
 
 
 # --- gateway -> worker ---------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(_Typed):
     """A new request, assigned to the receiving worker (it takes one credit).
 
     Attributes:
@@ -163,7 +182,6 @@ class RequestHead:
             answer with a single :class:`Response`.
     """
 
-    TYPE: ClassVar[int] = 10
     id: int
     method: bytes
     target: bytes
@@ -181,50 +199,61 @@ class RequestHead:
     revision: int = 0
 
 
+RequestHead.TYPE = 10
+
+
 @dataclass(frozen=True, slots=True)
-class RequestBody:
+class RequestBody(_Typed):
     """A piece of the request body; its bytes consume body credit."""
 
-    TYPE: ClassVar[int] = 11
     id: int
     data: bytes
 
 
+RequestBody.TYPE = 11
+
+
 @dataclass(frozen=True, slots=True)
-class RequestEnd:
+class RequestEnd(_Typed):
     """The request body is complete (chunked trailers, if any, included).
 
     Not sent for a request whose ``content_length`` is 0: its head was all.
     """
 
-    TYPE: ClassVar[int] = 12
     id: int
     trailers: Headers = field(default_factory=list)
 
 
+RequestEnd.TYPE = 12
+
+
 @dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(_Typed):
     """The gateway abandoned the request; it ignores anything more about it."""
 
-    TYPE: ClassVar[int] = 13
     id: int
     reason: CancelReason
 
 
+Cancel.TYPE = 13
+
+
 @dataclass(frozen=True, slots=True)
-class ResponseCredit:
+class ResponseCredit(_Typed):
     """The worker may send ``size`` more response body bytes for ``id``."""
 
-    TYPE: ClassVar[int] = 14
     id: int
     size: int
+
+
+ResponseCredit.TYPE = 14
 
 
 # --- worker -> gateway ---------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(_Typed):
     """The worker's first message: who it is and how much it takes.
 
     Attributes:
@@ -237,7 +266,6 @@ class Ready:
             before it receives any :class:`BodyCredit`.
     """
 
-    TYPE: ClassVar[int] = 20
     name: str
     pid: int
     capacity: int
@@ -246,56 +274,69 @@ class Ready:
     body_window: int
 
 
+Ready.TYPE = 20
+
+
 @dataclass(frozen=True, slots=True)
-class Credit:
+class Credit(_Typed):
     """``slots`` more requests may be sent to the worker (freed or added)."""
 
-    TYPE: ClassVar[int] = 21
     slots: int
 
 
+Credit.TYPE = 21
+
+
 @dataclass(frozen=True, slots=True)
-class Continue:
+class Continue(_Typed):
     """The app started reading the body: send ``100 Continue`` and the body."""
 
-    TYPE: ClassVar[int] = 22
     id: int
 
 
+Continue.TYPE = 22
+
+
 @dataclass(frozen=True, slots=True)
-class BodyCredit:
+class BodyCredit(_Typed):
     """The gateway may send ``size`` more request body bytes for ``id``."""
 
-    TYPE: ClassVar[int] = 23
     id: int
     size: int
 
 
+BodyCredit.TYPE = 23
+
+
 @dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(_Typed):
     """The final response's status (200-999) and fields.
 
     ``reason`` ``b""`` means the standard reason phrase for the status.
     """
 
-    TYPE: ClassVar[int] = 24
     id: int
     status: int
     headers: Headers
     reason: bytes = b""
 
 
+ResponseHead.TYPE = 24
+
+
 @dataclass(frozen=True, slots=True)
-class ResponseBody:
+class ResponseBody(_Typed):
     """A piece of the response body; its bytes consume response credit."""
 
-    TYPE: ClassVar[int] = 25
     id: int
     data: bytes
 
 
+ResponseBody.TYPE = 25
+
+
 @dataclass(frozen=True, slots=True)
-class ResponseEnd:
+class ResponseEnd(_Typed):
     """The response is over.
 
     Attributes:
@@ -305,14 +346,16 @@ class ResponseEnd:
             instead of ending the response normally.
     """
 
-    TYPE: ClassVar[int] = 26
     id: int
     trailers: Headers = field(default_factory=list)
     aborted: bool = False
 
 
+ResponseEnd.TYPE = 26
+
+
 @dataclass(frozen=True, slots=True)
-class Response:
+class Response(_Typed):
     """A whole response in one message (revision 1): head, body and end.
 
     Means ``ResponseHead`` + ``ResponseBody`` + ``ResponseEnd(aborted=false,
@@ -327,13 +370,15 @@ class Response:
             already returned by the time the response goes out.
     """
 
-    TYPE: ClassVar[int] = 27
     id: int
     status: int
     headers: Headers
     reason: bytes = b""
     data: bytes = b""
     credit: int = 0
+
+
+Response.TYPE = 27
 
 
 Message = (

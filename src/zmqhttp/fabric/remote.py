@@ -39,6 +39,7 @@ from zmqhttp.fabric.protocol import (
 )
 from zmqhttp.http.events import Headers, Request
 from zmqhttp.server.body import ClientDisconnected, NoBody, RequestBody
+from zmqhttp.server.connection import Connection
 
 if TYPE_CHECKING:
     from zmqhttp.server.cycle import RequestCycle
@@ -115,8 +116,17 @@ def is_websocket_upgrade(head: RequestHead) -> bool:
                for name, value in head.headers)
 
 
-class RemoteConnection:
+class RemoteConnection(Connection):
     """The connection side of one fabric request (loop only, except :attr:`closed`).
+
+    A :class:`Connection` only by type: it overrides every method
+    :class:`RequestCycle` calls (the block below) and of the base uses only the
+    ``closed`` and ``cycle`` attributes, which it sets itself. It subclasses
+    Connection because ``RequestCycle`` is typed with the concrete class (so
+    that the compiled build calls it natively), and mypyc checks argument types
+    at run time: a duck-typed stand-in is rejected there ("Connection object
+    expected; got RemoteConnection"). Connection's ``__init__`` (a client
+    socket's state) is deliberately not called.
 
     Args:
         owner: the worker, which sends the messages.
@@ -128,7 +138,8 @@ class RemoteConnection:
 
     def __init__(self, owner: RequestOwner, head: RequestHead, body_window: int,
                  generation: int) -> None:
-        self.owner = owner
+        # Not Connection.owner (the Server, typed so): the worker, another type.
+        self._owner = owner
         self.id = head.id
         self.head = head
         self.generation = generation
@@ -163,14 +174,14 @@ class RemoteConnection:
                             self._consumed_threadsafe)
 
     def _continue_requested(self) -> None:  # any thread, first body read
-        self.owner.call_soon_threadsafe(self._send_continue_now)
+        self._owner.call_soon_threadsafe(self._send_continue_now)
 
     def _send_continue_now(self) -> None:
         if self.cycle is not None:
             self.send_continue(self.cycle)
 
     def _consumed_threadsafe(self, size: int) -> None:  # any thread, under the body lock
-        self.owner.call_soon_threadsafe(self._body_consumed, size)
+        self._owner.call_soon_threadsafe(self._body_consumed, size)
 
     def _body_consumed(self, size: int) -> None:
         self._consumed += size
@@ -180,7 +191,7 @@ class RemoteConnection:
         grant = self._consumed - self._credited
         if grant >= max(1, self._body_window // 2):
             self._credited = self._consumed
-            self.owner.send(BodyCredit(self.id, grant))
+            self._owner.send(BodyCredit(self.id, grant))
 
     def body_received(self, data: bytes) -> None:
         cycle = self.cycle
@@ -232,12 +243,12 @@ class RemoteConnection:
 
     def _maybe_done(self) -> None:
         if self.finished and self.app_done:
-            self.owner.request_done(self)
+            self._owner.request_done(self)
 
     # -- RequestCycle's connection interface (loop side) ---------------------------
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
-        self.owner.call_soon_threadsafe(callback, *args)
+        self._owner.call_soon_threadsafe(callback, *args)
 
     def start_response(self, cycle: RequestCycle, status: int, headers: Headers,
                        reason: bytes = b"") -> None:
@@ -253,7 +264,7 @@ class RemoteConnection:
         if self._whole_ok:
             # The body and the end may follow in this turn: one Response then.
             self._held = (status, list(headers), reason)
-            self.owner.hold(self)
+            self._owner.hold(self)
         elif not self._send_head(cycle, status, list(headers), reason):
             return
         self.head_sent = True
@@ -264,7 +275,7 @@ class RemoteConnection:
                    reason: bytes) -> bool:
         """Send ResponseHead; False if it could not be (a 500 went instead)."""
         try:
-            self.owner.send(ResponseHead(self.id, status, headers, reason))
+            self._owner.send(ResponseHead(self.id, status, headers, reason))
         except FabricProtocolError as exc:  # a head too large for the fabric
             log.error("fabric: cannot send the response head for %r: %s",
                       cycle.request.target, exc)
@@ -287,7 +298,7 @@ class RemoteConnection:
             self._pending.clear()
             self._pending_bytes = 0
             try:
-                self.owner.send(Response(self.id, status, headers, reason, body))
+                self._owner.send(Response(self.id, status, headers, reason, body))
             except FabricProtocolError as exc:
                 log.error("fabric: cannot send the response to %r: %s",
                           cycle.request.target, exc)
@@ -308,11 +319,11 @@ class RemoteConnection:
         cycle.bytes_sent = len(_ERROR_BODY)
         # The body fits any sane window.
         if self._whole_ok:
-            self.owner.send(Response(self.id, 500, list(_ERROR_HEADERS), b"", _ERROR_BODY))
+            self._owner.send(Response(self.id, 500, list(_ERROR_HEADERS), b"", _ERROR_BODY))
             self._ended()
             return
-        self.owner.send(ResponseHead(self.id, 500, list(_ERROR_HEADERS), b""))
-        self.owner.send(ResponseBody(self.id, _ERROR_BODY))
+        self._owner.send(ResponseHead(self.id, 500, list(_ERROR_HEADERS), b""))
+        self._owner.send(ResponseBody(self.id, _ERROR_BODY))
         self._send_end(aborted=False)
 
     def send_data(self, cycle: RequestCycle, data: bytes, reserved: int = 0) -> None:
@@ -346,7 +357,7 @@ class RemoteConnection:
                 or not self.head.expect_continue or cycle.body.complete):
             return
         self._continue_sent = True
-        self.owner.send(Continue(self.id))
+        self._owner.send(Continue(self.id))
 
     def abort_cycle(self, cycle: RequestCycle) -> None:
         if self.finished:
@@ -395,7 +406,7 @@ class RemoteConnection:
                 chunk = chunk[:size]
             self._credit -= size
             self._pending_bytes -= size
-            self.owner.send(ResponseBody(self.id, chunk))
+            self._owner.send(ResponseBody(self.id, chunk))
         cycle = self.cycle
         if cycle is not None:
             cycle.flow_update(0, self._pending_bytes)
@@ -405,7 +416,7 @@ class RemoteConnection:
     def _send_end(self, aborted: bool) -> None:
         if self.finished:
             return
-        self.owner.send(ResponseEnd(self.id, [], aborted))
+        self._owner.send(ResponseEnd(self.id, [], aborted))
         self._ended()
 
     def _ended(self) -> None:

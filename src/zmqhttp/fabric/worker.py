@@ -411,7 +411,7 @@ class Worker:
         conn = RemoteConnection(self, head, self.body_window, self._generation)
         config = self.config
         cycle = RequestCycle(
-            conn,  # type: ignore[arg-type]  # the connection interface, duck-typed
+            conn,
             request_from_head(head),
             conn.make_body(config.body_buffer),
             config.output_high_water,
