@@ -39,7 +39,7 @@ from zmqhttp.fabric.protocol import (
 )
 from zmqhttp.http.events import Headers, Request
 from zmqhttp.server.body import ClientDisconnected, NoBody, RequestBody
-from zmqhttp.server.connection import Connection
+from zmqhttp.server.cycle import CycleHost
 
 if TYPE_CHECKING:
     from zmqhttp.server.cycle import RequestCycle
@@ -116,17 +116,11 @@ def is_websocket_upgrade(head: RequestHead) -> bool:
                for name, value in head.headers)
 
 
-class RemoteConnection(Connection):
+class RemoteConnection(CycleHost):
     """The connection side of one fabric request (loop only, except :attr:`closed`).
 
-    A :class:`Connection` only by type: it overrides every method
-    :class:`RequestCycle` calls (the block below) and of the base uses only the
-    ``closed`` and ``cycle`` attributes, which it sets itself. It subclasses
-    Connection because ``RequestCycle`` is typed with the concrete class (so
-    that the compiled build calls it natively), and mypyc checks argument types
-    at run time: a duck-typed stand-in is rejected there ("Connection object
-    expected; got RemoteConnection"). Connection's ``__init__`` (a client
-    socket's state) is deliberately not called.
+    The :class:`CycleHost` a worker's :class:`RequestCycle` answers through:
+    response calls become protocol messages to the gateway.
 
     Args:
         owner: the worker, which sends the messages.
@@ -138,7 +132,6 @@ class RemoteConnection(Connection):
 
     def __init__(self, owner: RequestOwner, head: RequestHead, body_window: int,
                  generation: int) -> None:
-        # Not Connection.owner (the Server, typed so): the worker, another type.
         self._owner = owner
         self.id = head.id
         self.head = head

@@ -35,7 +35,7 @@ from zmqhttp.http.events import (
 )
 from zmqhttp.http.websocket import accept_headers, check_handshake
 from zmqhttp.server.body import ClientDisconnected, NoBody, RequestBody
-from zmqhttp.server.cycle import RequestCycle
+from zmqhttp.server.cycle import CycleHost, RequestCycle
 from zmqhttp.server.websocket import WebSocketListener, WebSocketSession
 from zmqhttp.transport.stream import SendResult
 
@@ -81,7 +81,7 @@ class Deadline(enum.Enum):
     __hash__ = object.__hash__
 
 
-class Connection:
+class Connection(CycleHost):
     """The server's state for one routing id."""
 
     # Slots: thousands of idle keep-alive connections each cost one of these.

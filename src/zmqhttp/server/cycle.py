@@ -19,10 +19,9 @@ from zmqhttp.server.body import RequestBody
 from zmqhttp.server.flow import FlowControl
 
 if TYPE_CHECKING:
-    from zmqhttp.server.connection import Connection
     from zmqhttp.server.websocket import WebSocketListener
 
-__all__ = ["AppAdapter", "RequestCycle"]
+__all__ = ["AppAdapter", "CycleHost", "RequestCycle"]
 
 # Guards the lazy creation of a cycle's FlowControl (rare, short).
 _FLOW_LOCK = threading.Lock()
@@ -53,6 +52,57 @@ class AppAdapter(Protocol):
     def close(self) -> None:
         """Release threads and resources after the server stopped."""
         ...
+
+
+class CycleHost:
+    """Where a cycle's response goes: a client connection, or a fabric request.
+
+    :class:`~zmqhttp.server.connection.Connection` (a ZMQ_STREAM peer) and
+    :class:`~zmqhttp.fabric.remote.RemoteConnection` (a request from the
+    gateway) implement every method; a :class:`RequestCycle` calls them with
+    itself as the first argument. A base class rather than a Protocol: the
+    compiled build (setup.py) then calls the implementations natively.
+    All are loop-only except :meth:`call_soon_threadsafe` and reading
+    :attr:`closed`.
+    """
+
+    __slots__ = ()
+
+    #: The client is gone, or the server ended the exchange.
+    closed: bool
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        raise NotImplementedError
+
+    def start_response(self, cycle: RequestCycle, status: int, headers: Headers,
+                       reason: bytes = b"") -> None:
+        raise NotImplementedError
+
+    def send_data(self, cycle: RequestCycle, data: bytes, reserved: int = 0) -> None:
+        raise NotImplementedError
+
+    def end_response(self, cycle: RequestCycle) -> None:
+        raise NotImplementedError
+
+    def respond(self, cycle: RequestCycle, status: int, headers: Headers, body: bytes,
+                reserved: int = 0) -> None:
+        raise NotImplementedError
+
+    def send_continue(self, cycle: RequestCycle) -> None:
+        raise NotImplementedError
+
+    def abort_cycle(self, cycle: RequestCycle) -> None:
+        raise NotImplementedError
+
+    def accept_websocket(self, cycle: RequestCycle, subprotocol: str | None,
+                         headers: Headers, listener: WebSocketListener) -> None:
+        raise NotImplementedError
+
+    def websocket_send(self, cycle: RequestCycle, data: str | bytes) -> None:
+        raise NotImplementedError
+
+    def websocket_close(self, cycle: RequestCycle, code: int, reason: str) -> None:
+        raise NotImplementedError
 
 
 class RequestCycle:
@@ -110,7 +160,7 @@ class RequestCycle:
 
     def __init__(
         self,
-        conn: Connection,
+        conn: CycleHost,
         request: Request,
         body: RequestBody,
         high_water: int,
