@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final
 from urllib.parse import unquote_to_bytes
 
 from zmqhttp.config import Config
@@ -41,6 +41,12 @@ _ERROR_BODY = b"Internal Server Error\n"
 # Status strings already parsed ("200 OK"): apps use a handful (bounded).
 _STATUSES: dict[str, tuple[int, bytes]] = {}
 _STATUSES_MAX = 256
+# environ keys by lower-case field name ("HTTP_USER_AGENT"); bounded like _STATUSES.
+_KEYS: dict[bytes, str] = {}
+_KEYS_MAX: Final = 1024
+# int needles: a one-byte bytes needle makes `in` raise and clear a TypeError first.
+_UNDERSCORE: Final = ord("_")
+_PERCENT: Final = ord("%")
 
 
 class InputStream:
@@ -121,7 +127,8 @@ def build_environ(cycle: RequestCycle, errors: ErrorStream) -> dict[str, Any]:
     """The PEP 3333 environ for ``cycle``. Native strings are latin-1 decoded bytes."""
     request = cycle.request
     root_path = cycle.root_path
-    path = unquote_to_bytes(request.path).decode("latin-1")
+    raw_path = request.path
+    path = (unquote_to_bytes(raw_path) if _PERCENT in raw_path else raw_path).decode("latin-1")
     if root_path and (path == root_path or path.startswith(root_path + "/")):
         path = path[len(root_path) :]
     host, port = cycle.server
@@ -146,7 +153,7 @@ def build_environ(cycle: RequestCycle, errors: ErrorStream) -> dict[str, Any]:
         "wsgi.file_wrapper": FileWrapper,
     }
     for name, value in request.headers:
-        if b"_" in name:
+        if _UNDERSCORE in name:
             continue  # "X_Forwarded_For" would pass for "X-Forwarded-For": drop it
         text = value.decode("latin-1")
         if name == b"content-type":
@@ -154,7 +161,11 @@ def build_environ(cycle: RequestCycle, errors: ErrorStream) -> dict[str, Any]:
         elif name == b"content-length":
             environ["CONTENT_LENGTH"] = text
         else:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            key = _KEYS.get(name)
+            if key is None:
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+                if len(_KEYS) < _KEYS_MAX:
+                    _KEYS[name] = key
             previous = environ.get(key)
             environ[key] = text if previous is None else f"{previous},{text}"
     if request.host:
