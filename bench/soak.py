@@ -271,20 +271,27 @@ def roundtrip(socks: list[socket.socket], timeout: float) -> dict[int, bool]:
         deadline = time.monotonic() + timeout
         while len(done) < len(socks) and time.monotonic() < deadline:
             for key, _ in sel.select(timeout=0.2):
-                ready = key.fileobj
-                assert isinstance(ready, socket.socket)
-                try:
-                    data = ready.recv(4096)
-                except BlockingIOError:
+                ready, data = _read_ready(key)
+                if data is None:
                     continue
-                except OSError:
-                    data = b""
                 fd = ready.fileno()
                 bufs[fd] += data
                 if not data or bufs[fd].endswith(b"\r\n\r\nok"):
                     done[fd] = bool(data) and bufs[fd].startswith(STATUS_OK)
                     sel.unregister(ready)
     return done
+
+
+def _read_ready(key: selectors.SelectorKey) -> tuple[socket.socket, bytes | None]:
+    """What a ready socket has: bytes, ``b""`` when closed or reset, None if nothing yet."""
+    ready = key.fileobj
+    assert isinstance(ready, socket.socket)
+    try:
+        return ready, ready.recv(4096)
+    except BlockingIOError:
+        return ready, None
+    except OSError:
+        return ready, b""
 
 
 def slowloris(port: int, count: int, stats: Stats, stop: threading.Event,
@@ -307,14 +314,9 @@ def slowloris(port: int, count: int, stats: Stats, stop: threading.Event,
                 sel.register(sock, selectors.EVENT_READ)
                 opened += 1
             for key, _ in sel.select(timeout=0.1):
-                ready = key.fileobj
-                assert isinstance(ready, socket.socket)
-                try:
-                    data = ready.recv(4096)
-                except BlockingIOError:
+                ready, data = _read_ready(key)
+                if data is None:
                     continue
-                except OSError:
-                    data = b""
                 lived = time.monotonic() - conns[ready][0]
                 stats.add("slowloris_408" if data.startswith(b"HTTP/1.1 408") else
                           "slowloris_closed")
